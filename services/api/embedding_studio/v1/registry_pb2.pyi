@@ -1,0 +1,213 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HeldOutScores(_message.Message):
+    __slots__ = ("ndcg_at_10", "mrr_at_10", "recall_at", "sessions")
+    class RecallAtEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: float
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    NDCG_AT_10_FIELD_NUMBER: _ClassVar[int]
+    MRR_AT_10_FIELD_NUMBER: _ClassVar[int]
+    RECALL_AT_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    ndcg_at_10: float
+    mrr_at_10: float
+    recall_at: _containers.ScalarMap[int, float]
+    sessions: int
+    def __init__(self, ndcg_at_10: _Optional[float] = ..., mrr_at_10: _Optional[float] = ..., recall_at: _Optional[_Mapping[int, float]] = ..., sessions: _Optional[int] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("fine_tuning_method", "version", "is_initial", "batch_id", "iteration_id", "run_id", "task_id", "params", "scores", "is_best", "reason", "compared_version", "compared_scores", "sha256", "size_bytes", "created_at")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    IS_INITIAL_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ITERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    IS_BEST_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_SCORES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    version: str
+    is_initial: bool
+    batch_id: str
+    iteration_id: str
+    run_id: str
+    task_id: str
+    params: _containers.ScalarMap[str, str]
+    scores: HeldOutScores
+    is_best: bool
+    reason: str
+    compared_version: str
+    compared_scores: HeldOutScores
+    sha256: str
+    size_bytes: int
+    created_at: int
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., version: _Optional[str] = ..., is_initial: _Optional[bool] = ..., batch_id: _Optional[str] = ..., iteration_id: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., scores: _Optional[_Union[HeldOutScores, _Mapping]] = ..., is_best: _Optional[bool] = ..., reason: _Optional[str] = ..., compared_version: _Optional[str] = ..., compared_scores: _Optional[_Union[HeldOutScores, _Mapping]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[int] = ...) -> None: ...
+
+class GetBestModelRequest(_message.Message):
+    __slots__ = ("fine_tuning_method",)
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+
+class GetBestModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
+
+class ListModelVersionsRequest(_message.Message):
+    __slots__ = ("fine_tuning_method",)
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+
+class ListModelVersionsResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+
+class Run(_message.Message):
+    __slots__ = ("run_id", "status", "params", "metrics")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: str
+    params: _containers.ScalarMap[str, str]
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Iteration(_message.Message):
+    __slots__ = ("iteration_id", "name", "fine_tuning_method", "batch_id", "runs")
+    ITERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    iteration_id: str
+    name: str
+    fine_tuning_method: str
+    batch_id: str
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    def __init__(self, iteration_id: _Optional[str] = ..., name: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ...) -> None: ...
+
+class ListIterationsRequest(_message.Message):
+    __slots__ = ("fine_tuning_method",)
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+
+class ListIterationsResponse(_message.Message):
+    __slots__ = ("iterations",)
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    iterations: _containers.RepeatedCompositeFieldContainer[Iteration]
+    def __init__(self, iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ...) -> None: ...
+
+class GetIterationRequest(_message.Message):
+    __slots__ = ("iteration_id",)
+    ITERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    iteration_id: str
+    def __init__(self, iteration_id: _Optional[str] = ...) -> None: ...
+
+class GetIterationResponse(_message.Message):
+    __slots__ = ("iteration",)
+    ITERATION_FIELD_NUMBER: _ClassVar[int]
+    iteration: Iteration
+    def __init__(self, iteration: _Optional[_Union[Iteration, _Mapping]] = ...) -> None: ...
+
+class DownloadModelRequest(_message.Message):
+    __slots__ = ("fine_tuning_method", "version")
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    version: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ModelArchive(_message.Message):
+    __slots__ = ("fine_tuning_method", "version", "sha256", "size_bytes")
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    version: str
+    sha256: str
+    size_bytes: int
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., version: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class DownloadModelResponse(_message.Message):
+    __slots__ = ("archive", "chunk")
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    archive: ModelArchive
+    chunk: bytes
+    def __init__(self, archive: _Optional[_Union[ModelArchive, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class SubmitCandidateRequest(_message.Message):
+    __slots__ = ("fine_tuning_method", "task_id", "batch_id", "run_id", "candidate_scores", "compared_version", "compared_scores")
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_SCORES_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    task_id: str
+    batch_id: str
+    run_id: str
+    candidate_scores: HeldOutScores
+    compared_version: str
+    compared_scores: HeldOutScores
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., task_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., run_id: _Optional[str] = ..., candidate_scores: _Optional[_Union[HeldOutScores, _Mapping]] = ..., compared_version: _Optional[str] = ..., compared_scores: _Optional[_Union[HeldOutScores, _Mapping]] = ...) -> None: ...
+
+class SubmitCandidateResponse(_message.Message):
+    __slots__ = ("version", "promoted", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROMOTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: ModelVersion
+    promoted: bool
+    reason: str
+    def __init__(self, version: _Optional[_Union[ModelVersion, _Mapping]] = ..., promoted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,136 @@
+"""`es`, the one command-line interface of Embedding Studio: serve the services and operate them.
+
+Progress and logs go to stderr; results go to stdout, and `--json` makes the last line of stdout one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any
+
+import grpc
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from services.api.embedding_studio.v1 import clickstream_pb2 as pb
+from services.api.embedding_studio.v1 import clickstream_pb2_grpc
+from services.common.client import open_channel
+from services.common.logging import configure_logging
+from services.common.server import run_service
+from services.common.settings import Limits, Settings
+
+app = typer.Typer(help="Embedding Studio: turn search clickstream into better embedding models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+batch_app = typer.Typer(help="Clickstream batches (the ingest service).", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on the last line.")]
+
+
+class ServiceName(StrEnum):
+    ingest = "ingest"
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValueError as error:
+        typer.echo(f"error: invalid configuration: {error}", err=True)
+        raise typer.Exit(2) from error
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+
+
+def _rpc_failed(error: grpc.RpcError, address: str) -> typer.Exit:
+    typer.echo(f"error: {error.code().name} from {address}: {error.details()}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def serve(
+    service: Annotated[ServiceName, typer.Argument(help="Which service to run.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port to listen on (0 picks a free one).")] = None,
+) -> None:
+    """Run one service until SIGTERM or Ctrl-C."""
+    settings = _settings()
+    limits = Limits()
+    from services.ingest import main as ingest_main
+
+    starters = {ServiceName.ingest: (ingest_main.start, ingest_main.DEFAULT_PORT)}
+    start, default_port = starters[service]
+    chosen = default_port if port is None else port
+    try:
+        asyncio.run(run_service(lambda: start(settings, limits, host, chosen)))
+    except OSError as error:
+        typer.echo(f"error: cannot serve {service.value} on {host}:{chosen}: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+@batch_app.command("release")
+def batch_release(
+    release_id: Annotated[str | None, typer.Option(help="Idempotency key; a retry with it releases nothing new. "
+                                                        "Default: a fresh one.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Release the collecting batch for training and open the next one."""
+    settings = _settings()
+    key = release_id or f"cli-{uuid.uuid4()}"
+    with open_channel(settings.ingest_addr, settings) as channel:
+        try:
+            response = clickstream_pb2_grpc.ClickstreamServiceStub(channel).ReleaseBatch(
+                pb.ReleaseBatchRequest(release_id=key), timeout=30)
+        except grpc.RpcError as error:
+            raise _rpc_failed(error, settings.ingest_addr) from error
+    released = response.released_batch
+    note = " (already released by this release id)" if response.duplicate else ""
+    _emit(_as_dict(response), as_json, [
+        f"released {released.batch_id} with {released.session_count} sessions{note}",
+        f"release id: {released.release_id}",
+        f"now collecting: {response.next_batch.batch_id}",
+    ])
+
+
+@batch_app.command("get")
+def batch_get(
+    batch_id: Annotated[str, typer.Argument(help="Batch id; omit for the collecting batch.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Show a batch."""
+    settings = _settings()
+    with open_channel(settings.ingest_addr, settings) as channel:
+        try:
+            batch = clickstream_pb2_grpc.ClickstreamServiceStub(channel).GetBatch(
+                pb.GetBatchRequest(batch_id=batch_id), timeout=30).batch
+        except grpc.RpcError as error:
+            raise _rpc_failed(error, settings.ingest_addr) from error
+    _emit(_as_dict(batch), as_json, [
+        f"{batch.batch_id}: {pb.BatchStatus.Name(batch.status).removeprefix('BATCH_STATUS_').lower()}, "
+        f"{batch.session_count} sessions"
+    ])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

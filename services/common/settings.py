@@ -1,0 +1,72 @@
+"""Typed settings of every service, read from `ES_`-prefixed environment variables (and `.env`).
+
+Every setting has a default that works on one machine; the local defaults all live under
+`ES_STATE_DIR`. The README lists every variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseSettings):
+    """Input limits: a request over any of them is refused whole with INVALID_ARGUMENT naming it."""
+
+    model_config = SettingsConfigDict(env_prefix="ES_", env_file=".env", extra="ignore")
+
+    max_id_length: int = Field(256, ge=1, description="Characters in any id (session, event, object, user, release).")
+    max_query_length: int = Field(4096, ge=1, description="Characters in a search query.")
+    max_results: int = Field(1000, ge=1, description="Search results in one session.")
+    max_events_per_request: int = Field(10_000, ge=1, description="Events in one PushEvents or RegisterSession.")
+    max_event_type_length: int = Field(64, ge=1, description="Characters in an event type.")
+    max_meta_bytes: int = Field(16_384, ge=2, description="Bytes of one meta/search_meta object as JSON.")
+    max_event_age_s: int = Field(30 * 86_400, ge=0, description="How far in the past a created_at may lie.")
+    max_clock_skew_s: int = Field(300, ge=0, description="How far in the future a created_at may lie.")
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="gRPC message size limit.")
+    max_ingest_errors: int = Field(100, ge=1, description="Rejections listed in an Ingest summary.")
+
+
+class Settings(BaseSettings):
+    """Everything a service or the CLI is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="ES_", env_file=".env", extra="ignore")
+
+    state_dir: Path = Field(Path.home() / ".embedding_studio", description="Folder of every local default.")
+    plugins_path: Path = Field(Path("plugins"), description="Folder the plugins are discovered in.")
+    nats_url: str = "nats://127.0.0.1:4222"
+    clickstream_db_url: str = Field("", description="SQLAlchemy URL; default SQLite under ES_STATE_DIR.")
+    mlflow_tracking_uri: str = Field("", description="Default: SQLite store under ES_STATE_DIR.")
+    artifacts_uri: str = Field("", description="Local folder or s3://bucket/prefix; default under ES_STATE_DIR.")
+    items_uri: str = Field("", description="items.jsonl path or s3://bucket/prefix the default plugin reads.")
+    ingest_addr: str = "127.0.0.1:50051"
+    dataprep_addr: str = "127.0.0.1:50052"
+    trainer_addr: str = "127.0.0.1:50053"
+    registry_addr: str = "127.0.0.1:50054"
+    auth_token: str = Field("", description="Bearer token every RPC but health needs; empty turns auth off.")
+    tls_cert: Path | None = Field(None, description="Server certificate (PEM); with ES_TLS_KEY turns TLS on.")
+    tls_key: Path | None = Field(None, description="Server private key (PEM).")
+    tls_ca: Path | None = Field(None, description="CA (PEM) clients verify servers with; servers require client certs.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
+    log_level: str = "info"
+    log_format: str = Field("json", pattern="^(json|console)$")
+
+    @model_validator(mode="after")
+    def _local_defaults(self) -> Settings:
+        state = self.state_dir.expanduser()
+        self.state_dir = state
+        if not self.clickstream_db_url:
+            self.clickstream_db_url = f"sqlite:///{state / 'clickstream.db'}"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{state / 'mlflow.db'}"
+        if not self.artifacts_uri:
+            self.artifacts_uri = str(state / "artifacts")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("ES_TLS_CERT and ES_TLS_KEY must be set together")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None

@@ -1,0 +1,98 @@
+"""Input checks of the ingest API: a request that breaks any of them is refused whole with
+INVALID_ARGUMENT naming the field (`search_results[3].object_id`) and the limit or rule it broke."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from google.protobuf import struct_pb2
+
+from services.api.embedding_studio.v1 import clickstream_pb2 as pb
+from services.common.errors import InvalidArgument
+from services.common.settings import Limits
+
+
+class Validator:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def _id(self, field: str, value: str, required: bool = True) -> None:
+        if required and not value.strip():
+            raise InvalidArgument(field, "must not be empty")
+        if len(value) > self.limits.max_id_length:
+            raise InvalidArgument(field, f"is {len(value)} characters long; ES_MAX_ID_LENGTH is "
+                                         f"{self.limits.max_id_length}")
+
+    def _meta(self, field: str, meta: struct_pb2.Struct) -> None:
+        size = meta.ByteSize()
+        if size > self.limits.max_meta_bytes:
+            raise InvalidArgument(field, f"is {size} bytes; ES_MAX_META_BYTES is {self.limits.max_meta_bytes}")
+
+    def _timestamp(self, field: str, created_at: int, now: int) -> None:
+        if created_at == 0:
+            return
+        if created_at < now - self.limits.max_event_age_s:
+            raise InvalidArgument(field, f"{created_at} is more than ES_MAX_EVENT_AGE_S="
+                                         f"{self.limits.max_event_age_s} seconds before server time {now}")
+        if created_at > now + self.limits.max_clock_skew_s:
+            raise InvalidArgument(field, f"{created_at} is more than ES_MAX_CLOCK_SKEW_S="
+                                         f"{self.limits.max_clock_skew_s} seconds after server time {now}")
+
+    def session(self, request: pb.RegisterSessionRequest, now: int) -> None:
+        limits = self.limits
+        self._id("session_id", request.session_id)
+        if not request.search_query.strip():
+            raise InvalidArgument("search_query", "must not be empty")
+        if len(request.search_query) > limits.max_query_length:
+            raise InvalidArgument("search_query", f"is {len(request.search_query)} characters long; "
+                                                  f"ES_MAX_QUERY_LENGTH is {limits.max_query_length}")
+        results = request.search_results
+        if not results:
+            raise InvalidArgument("search_results", "must hold at least one result")
+        if len(results) > limits.max_results:
+            raise InvalidArgument("search_results", f"holds {len(results)} results; ES_MAX_RESULTS is "
+                                                    f"{limits.max_results}")
+        seen: dict[str, int] = {}
+        for i, result in enumerate(results):
+            self._id(f"search_results[{i}].object_id", result.object_id)
+            if result.object_id in seen:
+                raise InvalidArgument(f"search_results[{i}].object_id",
+                                      f"'{result.object_id}' repeats search_results[{seen[result.object_id]}]")
+            seen[result.object_id] = i
+            if not math.isfinite(result.rank):
+                raise InvalidArgument(f"search_results[{i}].rank", f"must be a finite number, not {result.rank}")
+            self._meta(f"search_results[{i}].meta", result.meta)
+        self._meta("search_meta", request.search_meta)
+        self._id("user_id", request.user_id, required=False)
+        self._timestamp("created_at", request.created_at, now)
+        self.events(request.events, now, set(seen), allow_empty=True)
+
+    def events(self, events: Sequence[pb.Event], now: int, shown: set[str] | frozenset[str] | None,
+               allow_empty: bool = False) -> None:
+        """Checks events; `shown` (the session's object ids) is None when the caller checks it later."""
+        limits = self.limits
+        if not events and not allow_empty:
+            raise InvalidArgument("events", "must hold at least one event")
+        if len(events) > limits.max_events_per_request:
+            raise InvalidArgument("events", f"holds {len(events)} events; ES_MAX_EVENTS_PER_REQUEST is "
+                                            f"{limits.max_events_per_request}")
+        seen: dict[str, int] = {}
+        for i, event in enumerate(events):
+            self._id(f"events[{i}].event_id", event.event_id)
+            if event.event_id in seen:
+                raise InvalidArgument(f"events[{i}].event_id",
+                                      f"'{event.event_id}' repeats events[{seen[event.event_id]}]")
+            seen[event.event_id] = i
+            self._id(f"events[{i}].object_id", event.object_id)
+            if shown is not None and event.object_id not in shown:
+                raise InvalidArgument(f"events[{i}].object_id",
+                                      f"'{event.object_id}' is not among the session's search_results")
+            if len(event.event_type) > limits.max_event_type_length:
+                raise InvalidArgument(f"events[{i}].event_type", f"is {len(event.event_type)} characters long; "
+                                      f"ES_MAX_EVENT_TYPE_LENGTH is {limits.max_event_type_length}")
+            self._timestamp(f"events[{i}].created_at", event.created_at, now)
+            self._meta(f"events[{i}].meta", event.meta)
+
+    def session_id(self, session_id: str) -> None:
+        self._id("session_id", session_id)

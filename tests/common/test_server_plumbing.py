@@ -1,0 +1,126 @@
+"""What every service gets from the shared plumbing, checked on the ingest service: bearer-token auth
+with open health checks, (mutual) TLS, message-size limits, and reflection of the contract's names."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from services.api.embedding_studio.v1 import clickstream_pb2 as pb
+from services.api.embedding_studio.v1 import clickstream_pb2_grpc
+from services.common.client import open_channel
+from services.common.settings import Limits, Settings
+from tests.ingest.helpers import session_request
+from tests.servers import InProcessService
+
+
+def serve_ingest(settings: Settings, limits: Limits | None = None) -> InProcessService:
+    from services.ingest.main import start
+
+    return InProcessService(lambda port: start(settings, limits or Limits(), "127.0.0.1", port))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server) -> Settings:
+    return Settings(state_dir=tmp_path / "state", nats_url=nats_server.url)
+
+
+def test_without_the_bearer_token_every_rpc_but_health_is_unauthenticated(settings: Settings) -> None:
+    secured = settings.model_copy(update={"auth_token": "s3cret"})
+    with serve_ingest(secured) as service:
+        with grpc.insecure_channel(service.address) as channel:
+            stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
+            for call in (lambda: stub.GetBatch(pb.GetBatchRequest()),
+                         lambda: list(stub.StreamBatchSessions(pb.StreamBatchSessionsRequest(batch_id="batch-1"))),
+                         lambda: stub.Ingest(iter([pb.IngestRequest(session=session_request("s1"))]))):
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        wrong = secured.model_copy(update={"auth_token": "guess"})
+        with open_channel(service.address, wrong) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                clickstream_pb2_grpc.ClickstreamServiceStub(channel).GetBatch(pb.GetBatchRequest())
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with open_channel(service.address, secured) as channel:
+            stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
+            assert stub.GetBatch(pb.GetBatchRequest()).batch.session_count == 0
+            stub.RegisterSession(session_request("s1"))
+            assert stub.GetBatch(pb.GetBatchRequest()).batch.session_count == 1
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=es-test-ca", cwd=folder)
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                            ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN=es-test-{name}", cwd=folder)
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)
+    return folder
+
+
+def test_tls_with_a_ca_requires_and_accepts_client_certificates(settings: Settings, certificates: Path) -> None:
+    server_settings = settings.model_copy(update={
+        "tls_cert": certificates / "server.pem", "tls_key": certificates / "server.key",
+        "tls_ca": certificates / "ca.pem"})
+    client_settings = settings.model_copy(update={
+        "tls_cert": certificates / "client.pem", "tls_key": certificates / "client.key",
+        "tls_ca": certificates / "ca.pem"})
+    anonymous_client = settings.model_copy(update={"tls_ca": certificates / "ca.pem"})
+    with serve_ingest(server_settings) as service:
+        with open_channel(service.address, client_settings) as channel:
+            stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
+            assert stub.GetBatch(pb.GetBatchRequest(), timeout=10).batch.batch_id == "batch-1"
+        with open_channel(service.address, anonymous_client) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                clickstream_pb2_grpc.ClickstreamServiceStub(channel).GetBatch(pb.GetBatchRequest(), timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc.insecure_channel(service.address) as channel, pytest.raises(grpc.RpcError):
+            clickstream_pb2_grpc.ClickstreamServiceStub(channel).GetBatch(pb.GetBatchRequest(), timeout=10)
+
+
+def test_a_message_over_the_size_limit_is_resource_exhausted(settings: Settings) -> None:
+    limits = Limits(max_message_bytes=64 * 1024)
+    with serve_ingest(settings, limits) as service, grpc.insecure_channel(service.address) as channel:
+        request = session_request("big", results=1000)
+        for result in request.search_results:
+            result.meta.update({"text": "x" * 100})
+        assert request.ByteSize() > limits.max_message_bytes
+        with pytest.raises(grpc.RpcError) as info:
+            clickstream_pb2_grpc.ClickstreamServiceStub(channel).RegisterSession(request)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_reflection_serves_the_contract_names(settings: Settings) -> None:
+    with serve_ingest(settings) as service, grpc.insecure_channel(service.address) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert "embedding_studio.v1.ClickstreamService" in database.get_services()
+        assert "grpc.health.v1.Health" in database.get_services()
+        pool = descriptor_pool.DescriptorPool(database)
+        service_descriptor = pool.FindServiceByName("embedding_studio.v1.ClickstreamService")
+        assert {m.name for m in service_descriptor.methods} == {
+            "RegisterSession", "PushEvents", "MarkSessionIrrelevant", "GetSession", "GetBatch", "ReleaseBatch",
+            "StreamBatchSessions", "Ingest"}
+        session = pool.FindMessageTypeByName("embedding_studio.v1.Session")
+        assert {"session_id", "search_query", "search_results", "search_meta", "user_id", "created_at",
+                "is_irrelevant", "events", "batch_id", "session_number"} <= set(session.fields_by_name)
+        event = pool.FindMessageTypeByName("embedding_studio.v1.Event")
+        assert set(event.fields_by_name) == {"event_id", "object_id", "event_type", "created_at", "meta"}

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.api.embedding_studio.v1 import clickstream_pb2_grpc
+from services.common.settings import Limits, Settings
+from tests.servers import InProcessService, NatsServer, PostgresDatabase
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One JetStream server for the session's tests that only need NATS to be there."""
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def clickstream_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every behavioural test of the store runs on both back-ends."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'clickstream.db'}"
+    else:
+        with PostgresDatabase() as url:
+            yield url
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(state_dir=tmp_path / "state", **overrides)
+
+
+@pytest.fixture
+def ingest_settings(tmp_path: Path, clickstream_db_url: str, nats_server: NatsServer) -> Settings:
+    return make_settings(tmp_path, clickstream_db_url=clickstream_db_url, nats_url=nats_server.url)
+
+
+@pytest.fixture
+def ingest_limits() -> Limits:
+    return Limits()
+
+
+@pytest.fixture
+def ingest_server(ingest_settings: Settings, ingest_limits: Limits) -> Iterator[InProcessService]:
+    from services.ingest.main import start
+
+    with InProcessService(lambda port: start(ingest_settings, ingest_limits, "127.0.0.1", port)) as service:
+        yield service
+
+
+@pytest.fixture
+def ingest(ingest_server: InProcessService) -> Iterator[clickstream_pb2_grpc.ClickstreamServiceStub]:
+    with grpc.insecure_channel(ingest_server.address) as channel:
+        yield clickstream_pb2_grpc.ClickstreamServiceStub(channel)

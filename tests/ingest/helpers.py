@@ -1,0 +1,21 @@
+"""Builders of ingest requests for the tests."""
+
+from __future__ import annotations
+
+from services.api.embedding_studio.v1 import clickstream_pb2 as pb
+
+
+def session_request(session_id: str, results: int = 3, query: str | None = None, clicks: tuple[int, ...] = (),
+                    **fields: object) -> pb.RegisterSessionRequest:
+    request = pb.RegisterSessionRequest(
+        session_id=session_id,
+        search_query=query or f"query of {session_id}",
+        search_results=[pb.SearchResult(object_id=f"item-{i}", rank=1.0 - i / 100) for i in range(results)],
+        events=[pb.Event(event_id=f"click-{i}", object_id=f"item-{i}") for i in clicks],
+        **fields,
+    )
+    return request
+
+
+def click(event_id: str, object_id: str, **fields: object) -> pb.Event:
+    return pb.Event(event_id=event_id, object_id=object_id, **fields)

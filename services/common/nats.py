@@ -77,7 +77,7 @@ class NatsConnection:
                     await js.add_stream(stream_config())
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure to connect means "try again"
                 self._log.warning("nats_connect_failed", error=str(error) or type(error).__name__, retry_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -125,5 +125,5 @@ class NatsConnection:
         if self._client is not None and not self._client.is_closed:
             try:
                 await self._client.drain()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - closing must not fail the shutdown
                 self._log.warning("nats_drain_failed", error=str(error) or type(error).__name__)

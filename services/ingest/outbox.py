@@ -40,7 +40,7 @@ class OutboxRelay:
                 wait_s = 0.0 if pending else self._idle_poll_s
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - NATS or the store is down: try again later
                 log.warning("outbox_publish_failed", error=str(error) or type(error).__name__, retry_s=retry_s)
                 wait_s, retry_s = retry_s, min(retry_s * 2, 5.0)
             if wait_s:

@@ -1,0 +1,126 @@
+"""A JetStream durable pull consumer that every replica of a role binds to: each message goes to one
+replica, is acked only after its handler finished, is kept alive with in-progress acks while the
+handler works, and is redelivered (after a delay) when the handler fails or the replica dies.
+
+Nothing here is dataprep-specific; the trainer's work queue needs the same thing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from services.common.errors import Unavailable
+from services.common.logging import get_logger
+from services.common.nats import STREAM, NatsConnection
+
+log = get_logger("consumer")
+
+
+class JetStreamConnection(NatsConnection):
+    """A `NatsConnection` that also hands out its JetStream context, for consumers."""
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        if self._js is None or not self.connected:
+            raise Unavailable("NATS is not connected")
+        return self._js
+
+
+class DurablePullConsumer:
+    """Runs `handler(msg)` for each message of `subject` through the durable consumer `durable`.
+
+    Args:
+        ack_wait_s: how long the server waits for an ack before redelivering; while the handler runs,
+            an in-progress ack is sent every third of it, so long work is not redelivered.
+        retry_delay_s: how long a message whose handler raised waits before it is redelivered.
+        fetch_timeout_s: how long one fetch waits for work; a timeout only means "no work yet".
+    """
+
+    def __init__(self, connection: JetStreamConnection, durable: str, subject: str,
+                 handler: Callable[[Msg], Awaitable[None]], ack_wait_s: float = 30.0, retry_delay_s: float = 2.0,
+                 fetch_timeout_s: float = 1.0) -> None:
+        if ack_wait_s <= 0 or retry_delay_s < 0 or fetch_timeout_s <= 0:
+            raise ValueError("ack_wait_s and fetch_timeout_s must be > 0 and retry_delay_s >= 0")
+        self._connection = connection
+        self._durable = durable
+        self._subject = subject
+        self._handler = handler
+        self._ack_wait_s = ack_wait_s
+        self._retry_delay_s = retry_delay_s
+        self._fetch_timeout_s = fetch_timeout_s
+        self._task: asyncio.Task[None] | None = None
+        self._log = log.bind(durable=durable, subject=subject)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self._durable}")
+
+    async def stop(self) -> None:
+        """Stops fetching; a message being handled is nak'ed, so the server redelivers it at once."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(durable_name=self._durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=self._ack_wait_s,
+                                filter_subject=self._subject, max_deliver=-1)
+        return await self._connection.jetstream.pull_subscribe(self._subject, durable=self._durable, stream=STREAM,
+                                                               config=config)
+
+    async def _run(self) -> None:
+        retry_s = 0.2
+        while True:
+            try:
+                await self._connection.wait_connected(timeout=5)
+                subscription = await self._subscribe()
+                self._log.info("consumer_bound")
+                retry_s = 0.2
+                try:
+                    while True:
+                        try:
+                            messages = await subscription.fetch(1, timeout=self._fetch_timeout_s)
+                        except (NatsTimeout, TimeoutError):
+                            continue
+                        for message in messages:
+                            await self._handle(message)
+                finally:
+                    # A pull subscription left open keeps the connection's drain() waiting for its timeout.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(subscription.unsubscribe())
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - NATS went away: bind again once it is back
+                self._log.warning("consumer_failed", error=str(error) or type(error).__name__, retry_s=retry_s)
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, 5.0)
+
+    async def _keep_alive(self, message: Msg) -> None:
+        while True:
+            await asyncio.sleep(self._ack_wait_s / 3)
+            await message.in_progress()
+
+    async def _handle(self, message: Msg) -> None:
+        keep_alive = asyncio.create_task(self._keep_alive(message))
+        try:
+            await self._handler(message)
+        except asyncio.CancelledError:
+            # Stopping: hand the message back now rather than after ack_wait, so another replica (or
+            # this one, restarted) finishes the job at once.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(message.nak())
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure means "try this message again later"
+            self._log.warning("message_failed", error=str(error) or type(error).__name__,
+                              delivered=message.metadata.num_delivered, retry_s=self._retry_delay_s)
+            await message.nak(delay=self._retry_delay_s)
+            return
+        finally:
+            keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keep_alive
+        await message.ack()

@@ -1,0 +1,393 @@
+"""The seam of DESIGN.md: `prepare_data` runs the plugin's pipeline where the data is prepared and
+returns the stored dataset where the model is trained, so a plugin written as in the seed runs
+unchanged on both sides.
+
+- Outside any context, `prepare_data(...)` runs the pipeline in-process and returns the `RankingData`.
+- Inside `preparing_dataset(store, plugin_meta, batch_id)` (dataprep), it runs the pipeline and
+  publishes the dataset to the store.
+- Inside `loading_dataset(store, plugin_meta, batch_id)` (the trainer), it ignores its clickstream
+  and returns the stored dataset, rebuilt with the plugin's own query item and search result types.
+
+The context is a `ContextVar`: enter it in the thread (or asyncio task) that calls the plugin.
+
+A dataset is stored under (plugin name, plugin version, batch) in open formats: `sessions.parquet`
+(`ranking.SESSIONS_SCHEMA`), `items.parquet` (item_id, item) and `manifest.json`; it becomes visible
+only when complete (see `DatasetStore`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
+
+from services.fine_tuning.data.clickstream import SessionWithEvents
+from services.fine_tuning.data.errors import ArtifactStoreError, DatasetError, DatasetNotFound
+from services.fine_tuning.data.loader import DataLoader
+from services.fine_tuning.data.parser import ClickstreamParser
+from services.fine_tuning.data.pipeline import run_pipeline
+from services.fine_tuning.data.ranking import RankingData
+from services.fine_tuning.data.retriever import QueryRetriever
+from services.fine_tuning.data.s3 import S3Location, is_missing, s3_client
+from services.fine_tuning.data.splitter import ClickstreamSessionsSplitter
+from services.fine_tuning.data.storage import ItemStorage, ItemStorageProducer
+from services.fine_tuning.plugin import PluginMeta
+
+FORMAT = "embedding-studio-dataset/1"
+SESSIONS_FILE = "sessions.parquet"
+ITEMS_FILE = "items.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+
+
+@dataclass(frozen=True)
+class DatasetKey:
+    """What a dataset is keyed by; `dataset_id` is readable and, through its hash, unique per key."""
+
+    plugin_name: str
+    plugin_version: str
+    batch_id: str
+
+    @classmethod
+    def of(cls, plugin_meta: PluginMeta, batch_id: str) -> DatasetKey:
+        if not batch_id:
+            raise ValueError("batch_id must not be empty")
+        return cls(plugin_meta.name, plugin_meta.version, batch_id)
+
+    @property
+    def dataset_id(self) -> str:
+        digest = hashlib.sha256(json.dumps([self.plugin_name, self.plugin_version, self.batch_id]).encode())
+        return (f"{_slug(self.plugin_name)}--{_slug(self.plugin_version)}--{_slug(self.batch_id)}--"
+                f"{digest.hexdigest()[:10]}")
+
+
+class DatasetStore(ABC):
+    """Where datasets live (`ES_ARTIFACTS_URI`): a local folder or `s3://bucket/prefix`.
+
+    `publish` makes a complete dataset visible at once or not at all; the first complete dataset of a
+    key wins and later ones are discarded (a dataset is a snapshot and never changes). Failures are
+    recorded beside the datasets so that every replica can answer for them.
+    """
+
+    uri: str
+
+    @staticmethod
+    def open(uri: str) -> DatasetStore:
+        if not uri:
+            raise ValueError("the artifacts URI is empty: set ES_ARTIFACTS_URI to a folder or s3://bucket/prefix")
+        if uri.startswith("s3://"):
+            return S3DatasetStore(uri)
+        if "://" in uri:
+            raise ValueError(f"unsupported artifacts URI {uri!r}: use a local folder or s3://bucket/prefix")
+        return LocalDatasetStore(Path(uri).expanduser())
+
+    @abstractmethod
+    def dataset_uri(self, key: DatasetKey) -> str: ...
+
+    @abstractmethod
+    def manifest(self, key: DatasetKey) -> dict[str, Any] | None:
+        """The published dataset's manifest, or None if there is none."""
+
+    @abstractmethod
+    def publish(self, key: DatasetKey, files: dict[str, bytes], manifest: dict[str, Any]) -> dict[str, Any]:
+        """Writes `files` and then the manifest; returns the manifest now visible (another writer's, if
+        one published first)."""
+
+    @abstractmethod
+    def read(self, key: DatasetKey, manifest: dict[str, Any], name: str) -> bytes: ...
+
+    @abstractmethod
+    def _write_record(self, name: str, data: bytes | None) -> None:
+        """Writes (None: deletes) a small JSON record under `failures/`."""
+
+    @abstractmethod
+    def _read_record(self, name: str) -> bytes | None: ...
+
+    def record_failure(self, key: DatasetKey, reason: str) -> None:
+        record = {"dataset_id": key.dataset_id, "plugin_name": key.plugin_name, "plugin_version": key.plugin_version,
+                  "batch_id": key.batch_id, "error": reason, "failed_at": int(time.time())}
+        self._write_record(f"{key.dataset_id}.json", json.dumps(record).encode())
+
+    def failure(self, key: DatasetKey) -> dict[str, Any] | None:
+        data = self._read_record(f"{key.dataset_id}.json")
+        return None if data is None else json.loads(data)
+
+    def clear_failure(self, key: DatasetKey) -> None:
+        self._write_record(f"{key.dataset_id}.json", None)
+
+    def read_verified(self, key: DatasetKey, manifest: dict[str, Any], name: str) -> bytes:
+        data = self.read(key, manifest, name)
+        expected = manifest["files"][name]["sha256"]
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise DatasetError(f"dataset {key.dataset_id}: {name} does not match its manifest's sha256 (corrupted)")
+        return data
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalDatasetStore(DatasetStore):
+    """`<root>/datasets/<dataset_id>/{sessions.parquet, items.parquet, manifest.json}`, written into
+    `<root>/datasets/.tmp-<dataset_id>-<random>/` and published by one atomic `rename`; a crash leaves
+    only a `.tmp-` folder, which no reader looks at."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = str(root)
+        self._datasets = root / "datasets"
+        self._failures = root / "failures"
+
+    def dataset_uri(self, key: DatasetKey) -> str:
+        return str(self._datasets / key.dataset_id)
+
+    def manifest(self, key: DatasetKey) -> dict[str, Any] | None:
+        path = self._datasets / key.dataset_id / MANIFEST_FILE
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def publish(self, key: DatasetKey, files: dict[str, bytes], manifest: dict[str, Any]) -> dict[str, Any]:
+        self._datasets.mkdir(parents=True, exist_ok=True)
+        temporary = self._datasets / f".tmp-{key.dataset_id}-{uuid.uuid4().hex[:8]}"
+        temporary.mkdir()
+        try:
+            for name, data in files.items():
+                _fsync_write(temporary / name, data)
+            _fsync_write(temporary / MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+            _fsync_dir(temporary)
+            try:
+                temporary.rename(self._datasets / key.dataset_id)
+            except OSError:
+                # Renaming onto a non-empty folder fails: another writer published this key first.
+                existing = self.manifest(key)
+                if existing is None:
+                    raise
+                return existing
+            _fsync_dir(self._datasets)
+            return manifest
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+    def read(self, key: DatasetKey, manifest: dict[str, Any], name: str) -> bytes:
+        return (self._datasets / key.dataset_id / name).read_bytes()
+
+    def _write_record(self, name: str, data: bytes | None) -> None:
+        path = self._failures / name
+        if data is None:
+            path.unlink(missing_ok=True)
+            return
+        self._failures.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{name}")
+        _fsync_write(temporary, data)
+        temporary.replace(path)
+
+    def _read_record(self, name: str) -> bytes | None:
+        try:
+            return (self._failures / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+class S3DatasetStore(DatasetStore):
+    """`<prefix>/datasets/<dataset_id>/<attempt>/{sessions,items}.parquet`, then
+    `<prefix>/datasets/<dataset_id>/manifest.json` (naming the attempt) written last with
+    `If-None-Match: *`: readers go through the manifest, so a crash before it leaves only unreferenced
+    objects, and of two concurrent writers the first manifest wins. Credentials and endpoint come from
+    boto3's defaults (`AWS_*` variables, `AWS_ENDPOINT_URL_S3`)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._location = S3Location.parse(uri)
+        self._client = s3_client()
+
+    def _key(self, *parts: str) -> str:
+        return self._location.join(*parts)
+
+    def dataset_uri(self, key: DatasetKey) -> str:
+        return f"s3://{self._location.bucket}/{self._key('datasets', key.dataset_id)}/"
+
+    def _get(self, object_key: str) -> bytes | None:
+        try:
+            return self._client.get_object(Bucket=self._location.bucket, Key=object_key)["Body"].read()
+        except ClientError as error:
+            if is_missing(error):
+                return None
+            raise
+
+    def manifest(self, key: DatasetKey) -> dict[str, Any] | None:
+        data = self._get(self._key("datasets", key.dataset_id, MANIFEST_FILE))
+        return None if data is None else json.loads(data)
+
+    def publish(self, key: DatasetKey, files: dict[str, bytes], manifest: dict[str, Any]) -> dict[str, Any]:
+        attempt = uuid.uuid4().hex
+        written = []
+        for name, data in files.items():
+            object_key = self._key("datasets", key.dataset_id, attempt, name)
+            self._client.put_object(Bucket=self._location.bucket, Key=object_key, Body=data)
+            written.append(object_key)
+        try:
+            self._client.put_object(Bucket=self._location.bucket, Key=self._key("datasets", key.dataset_id,
+                                                                                 MANIFEST_FILE),
+                                    Body=json.dumps({**manifest, "location": attempt}, indent=1).encode(),
+                                    IfNoneMatch="*")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
+                raise
+            for object_key in written:
+                self._client.delete_object(Bucket=self._location.bucket, Key=object_key)
+            existing = self.manifest(key)
+            if existing is None:
+                raise
+            return existing
+        return {**manifest, "location": attempt}
+
+    def read(self, key: DatasetKey, manifest: dict[str, Any], name: str) -> bytes:
+        data = self._get(self._key("datasets", key.dataset_id, manifest["location"], name))
+        if data is None:
+            raise DatasetError(f"dataset {key.dataset_id}: {name} is missing from {self.dataset_uri(key)}")
+        return data
+
+    def _write_record(self, name: str, data: bytes | None) -> None:
+        object_key = self._key("failures", name)
+        if data is None:
+            self._client.delete_object(Bucket=self._location.bucket, Key=object_key)
+        else:
+            self._client.put_object(Bucket=self._location.bucket, Key=object_key, Body=data)
+
+    def _read_record(self, name: str) -> bytes | None:
+        return self._get(self._key("failures", name))
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def write_dataset(store: DatasetStore, key: DatasetKey, data: RankingData) -> dict[str, Any]:
+    """Publishes `data` under `key`; returns the visible manifest."""
+    files = {SESSIONS_FILE: _parquet(data.sessions_table()), ITEMS_FILE: _parquet(data.items.to_arrow())}
+    manifest = {
+        "format": FORMAT, "dataset_id": key.dataset_id, "plugin_name": key.plugin_name,
+        "plugin_version": key.plugin_version, "batch_id": key.batch_id, "created_at": int(time.time()),
+        "item_kind": data.items.kind, "train_sessions": len(data.train), "test_sessions": len(data.test),
+        "items": len(data.items),
+        "files": {name: {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+                  for name, blob in files.items()},
+    }
+    return store.publish(key, files, manifest)
+
+
+def read_dataset(store: DatasetStore, key: DatasetKey, parser: ClickstreamParser,
+                 storage_producer: ItemStorageProducer) -> RankingData:
+    manifest = store.manifest(key)
+    if manifest is None:
+        raise DatasetNotFound(f"no dataset of plugin {key.plugin_name!r} {key.plugin_version} for batch "
+                              f"{key.batch_id!r} in {store.uri} (dataset id {key.dataset_id})")
+    if manifest.get("format") != FORMAT:
+        raise DatasetError(f"dataset {key.dataset_id} has format {manifest.get('format')!r}; this code reads {FORMAT}")
+    if manifest["item_kind"] != storage_producer.kind:
+        raise DatasetError(f"dataset {key.dataset_id} holds {manifest['item_kind']} items, but the plugin's storage "
+                           f"producer ({type(storage_producer).__name__}) makes {storage_producer.kind} items")
+    sessions = pq.read_table(pa.BufferReader(store.read_verified(key, manifest, SESSIONS_FILE)))
+    items = pq.read_table(pa.BufferReader(store.read_verified(key, manifest, ITEMS_FILE)))
+    return RankingData.from_tables(sessions, ItemStorage.from_arrow(manifest["item_kind"], items),
+                                   parser.query_item_type, parser.search_result_type)
+
+
+@dataclass
+class PreparedDataset:
+    """What `preparing_dataset` yields; `manifest` is set once the plugin's `prepare_data` published it."""
+
+    store: DatasetStore
+    key: DatasetKey
+    manifest: dict[str, Any] | None = None
+
+
+@dataclass
+class LoadedDataset:
+    """What `loading_dataset` yields; `ranking_data` is set by (and cached for) `prepare_data`."""
+
+    store: DatasetStore
+    key: DatasetKey
+    ranking_data: RankingData | None = None
+
+
+_context: ContextVar[PreparedDataset | LoadedDataset | None] = ContextVar("es_dataset_context", default=None)
+
+
+@contextlib.contextmanager
+def preparing_dataset(store: DatasetStore, plugin_meta: PluginMeta, batch_id: str) -> Iterator[PreparedDataset]:
+    """Inside it, `prepare_data` runs the pipeline and publishes the dataset of (plugin, batch)."""
+    state = PreparedDataset(store, DatasetKey.of(plugin_meta, batch_id))
+    token = _context.set(state)
+    try:
+        yield state
+    finally:
+        _context.reset(token)
+
+
+@contextlib.contextmanager
+def loading_dataset(store: DatasetStore, plugin_meta: PluginMeta, batch_id: str) -> Iterator[LoadedDataset]:
+    """Inside it, `prepare_data` returns the stored dataset of (plugin, batch) and ignores its clickstream."""
+    state = LoadedDataset(store, DatasetKey.of(plugin_meta, batch_id))
+    token = _context.set(state)
+    try:
+        yield state
+    finally:
+        _context.reset(token)
+
+
+def prepare_data(clickstream: Sequence[SessionWithEvents], parser: ClickstreamParser,
+                 splitter: ClickstreamSessionsSplitter, retriever: QueryRetriever, loader: DataLoader,
+                 storage_producer: ItemStorageProducer) -> RankingData:
+    """The seed's `prepare_data`: parse, split (leak-free, seeded), load the shown items, produce the
+    item storage; or, inside `loading_dataset`, the stored result (see the module docstring)."""
+    state = _context.get()
+    if isinstance(state, LoadedDataset):
+        if state.ranking_data is None:
+            state.ranking_data = read_dataset(state.store, state.key, parser, storage_producer)
+        return state.ranking_data
+    data = run_pipeline(clickstream, parser, splitter, retriever, loader, storage_producer)
+    if isinstance(state, PreparedDataset):
+        if state.manifest is not None:
+            raise DatasetError("prepare_data was called twice inside one preparing_dataset; a plugin makes one "
+                               "dataset per batch")
+        try:
+            state.manifest = write_dataset(state.store, state.key, data)
+        except (OSError, BotoCoreError, ClientError) as error:
+            raise ArtifactStoreError(f"cannot publish dataset {state.key.dataset_id} to {state.store.uri}: "
+                                     f"{error}") from error
+    return data

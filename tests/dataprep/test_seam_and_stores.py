@@ -1,0 +1,224 @@
+"""The seam: `prepare_data` standalone, inside `preparing_dataset` (writes) and inside
+`loading_dataset` (reads back, ignoring its clickstream); the local and S3 dataset stores publish a
+complete dataset atomically, so a crash mid-write leaves nothing visible."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from services.fine_tuning.data import (
+    AWSS3ClickstreamParser,
+    AWSS3DataLoader,
+    ClickstreamParser,
+    ClickstreamSessionsSplitter,
+    CLIPItemStorageProducer,
+    DatasetError,
+    DatasetKey,
+    DatasetNotFound,
+    DatasetStore,
+    DummyEventType,
+    ItemsSourceLoader,
+    ItemStorageProducer,
+    MissingItems,
+    NoUsableSessions,
+    RankingData,
+    SearchResult,
+    SessionWithEvents,
+    ShownResult,
+    TextQueryItem,
+    TextQueryRetriever,
+    WeightedEventType,
+    loading_dataset,
+    prepare_data,
+    preparing_dataset,
+)
+from services.fine_tuning.plugin import PluginMeta
+from tests.dataprep.conftest import write_items
+from tests.dataprep.helpers import clickstream, raw_session
+from tests.dataprep.test_loaders import png
+from tests.s3_server import S3Server
+
+META = PluginMeta("Seam Test", "2.0")
+
+
+def text_pipeline(items_path: Path) -> tuple:
+    return (ClickstreamParser(TextQueryItem, SearchResult, WeightedEventType({"click": 1.0, "buy": 2.5})),
+            ClickstreamSessionsSplitter(test_size_ratio=0.3, random_state=3), TextQueryRetriever(),
+            ItemsSourceLoader(str(items_path)), ItemStorageProducer())
+
+
+@pytest.fixture
+def items_path(tmp_path: Path) -> Path:
+    return write_items(tmp_path / "items.jsonl", {f"item-{i}": f"text {i}" for i in range(10)})
+
+
+def summary(data: RankingData) -> tuple:
+    def sessions(side):
+        return [(s.session_id, s.query, s.is_irrelevant, s.created_at, s.results) for s in side]
+
+    return sessions(data.train), sessions(data.test), dict(data.items), data.items.kind
+
+
+def test_prepare_data_outside_any_context_runs_the_pipeline_in_process(items_path: Path) -> None:
+    data = prepare_data(clickstream(), *text_pipeline(items_path))
+    assert len(data.train) + len(data.test) == 12 and data.test
+    assert set(data.items) == {f"item-{i}" for i in range(10)} and data.items["item-3"] == "text 3"
+    assert "item-3" in data.items and len(data.items) == 10
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> DatasetStore:
+    if request.param == "local":
+        return DatasetStore.open(str(tmp_path / "artifacts"))
+    s3: S3Server = request.getfixturevalue("s3")
+    return DatasetStore.open(f"s3://{s3.new_bucket()}/es/artifacts")
+
+
+def test_a_dataset_prepared_in_dataprep_is_returned_whole_by_the_trainers_prepare_data(
+        store: DatasetStore, items_path: Path) -> None:
+    sessions = clickstream()
+    sessions[0].events.append(sessions[0].events[0].__class__(event_id="b", object_id="item-2", event_type="buy"))
+    with preparing_dataset(store, META, "batch-1") as prepared:
+        made = prepare_data(sessions, *text_pipeline(items_path))
+    assert prepared.manifest is not None and prepared.manifest["items"] == 10
+    with loading_dataset(store, META, "batch-1") as loaded:
+        # The trainer passes no clickstream and the items are gone: nothing is parsed or downloaded.
+        items_path.unlink()
+        back = prepare_data([], *text_pipeline(items_path))
+    assert loaded.ranking_data is back
+    assert summary(back) == summary(made)
+    assert max(r.event_weight for s in back.train + back.test for r in s.results) == 2.5
+
+
+def test_loading_a_dataset_that_was_never_prepared_names_plugin_batch_and_store(
+        store: DatasetStore, items_path: Path) -> None:
+    with loading_dataset(store, META, "batch-9"), pytest.raises(DatasetNotFound,
+                                                                 match=r"'Seam Test' 2\.0 for batch 'batch-9'"):
+        prepare_data([], *text_pipeline(items_path))
+
+
+def test_datasets_are_keyed_by_plugin_name_version_and_batch(store: DatasetStore, items_path: Path) -> None:
+    with preparing_dataset(store, META, "batch-1"):
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    for meta, batch in ((PluginMeta("Seam Test", "2.1"), "batch-1"), (PluginMeta("Other", "2.0"), "batch-1"),
+                        (META, "batch-2")):
+        assert store.manifest(DatasetKey.of(meta, batch)) is None
+    assert store.manifest(DatasetKey.of(META, "batch-1")) is not None
+
+
+class CrashAfterFirstFile(dict):
+    """Files whose iteration dies after the first one, as a process killed mid-write would."""
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        first = next(iter(super().items()))
+        yield first
+        raise KeyboardInterrupt("killed mid-write")
+
+
+def test_a_crash_mid_write_leaves_no_visible_dataset_and_a_retry_publishes_it(
+        store: DatasetStore, items_path: Path) -> None:
+    key = DatasetKey.of(META, "batch-1")
+    manifest = {"format": "embedding-studio-dataset/1", "files": {}}
+    with pytest.raises(KeyboardInterrupt):
+        store.publish(key, CrashAfterFirstFile({"sessions.parquet": b"x", "items.parquet": b"y"}), manifest)
+    assert store.manifest(key) is None
+    with loading_dataset(store, META, "batch-1"), pytest.raises(DatasetNotFound):
+        prepare_data([], *text_pipeline(items_path))
+    with preparing_dataset(store, META, "batch-1") as prepared:
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    assert store.manifest(key) == prepared.manifest
+
+
+def test_a_killed_writers_temporary_folder_is_invisible(tmp_path: Path, items_path: Path) -> None:
+    store = DatasetStore.open(str(tmp_path / "artifacts"))
+    key = DatasetKey.of(META, "batch-1")
+    leftover = tmp_path / "artifacts" / "datasets" / f".tmp-{key.dataset_id}-dead"
+    leftover.mkdir(parents=True)
+    (leftover / "sessions.parquet").write_bytes(b"half")
+    (leftover / "manifest.json").write_text("{}")
+    assert store.manifest(key) is None
+    with preparing_dataset(store, META, "batch-1"):
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    assert store.manifest(key) is not None
+
+
+def test_the_first_published_dataset_of_a_key_wins(store: DatasetStore, items_path: Path) -> None:
+    with preparing_dataset(store, META, "batch-1") as first:
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    with preparing_dataset(store, META, "batch-1") as second:
+        prepare_data(clickstream(sessions=20), *text_pipeline(items_path))
+    assert second.manifest == first.manifest == store.manifest(DatasetKey.of(META, "batch-1"))
+
+
+def test_stored_files_are_open_formats_checked_against_the_manifest(tmp_path: Path, items_path: Path) -> None:
+    store = DatasetStore.open(str(tmp_path / "artifacts"))
+    with preparing_dataset(store, META, "batch-1") as prepared:
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    folder = Path(store.dataset_uri(DatasetKey.of(META, "batch-1")))
+    assert sorted(p.name for p in folder.iterdir()) == ["items.parquet", "manifest.json", "sessions.parquet"]
+    assert json.loads((folder / "manifest.json").read_text()) == prepared.manifest
+    sessions = pq.read_table(folder / "sessions.parquet").to_pylist()
+    assert {row["split"] for row in sessions} == {"train", "test"} and sessions[0]["results"][0]["position"] == 1
+    (folder / "items.parquet").write_bytes(b"tampered")
+    with loading_dataset(store, META, "batch-1"), pytest.raises(DatasetError, match=r"items\.parquet does not match"):
+        prepare_data([], *text_pipeline(items_path))
+
+
+def test_a_plugin_calling_prepare_data_twice_in_one_preparation_is_refused(tmp_path: Path, items_path: Path) -> None:
+    store = DatasetStore.open(str(tmp_path / "artifacts"))
+    with preparing_dataset(store, META, "batch-1"):
+        prepare_data(clickstream(), *text_pipeline(items_path))
+        with pytest.raises(DatasetError, match="called twice"):
+            prepare_data(clickstream(), *text_pipeline(items_path))
+
+
+def test_an_image_dataset_from_s3_locators_round_trips_as_image_bytes(s3: S3Server, tmp_path: Path) -> None:
+    bucket = s3.new_bucket()
+    colors = ["red", "green", "blue", "black"]
+    for color in colors:
+        s3.client().put_object(Bucket=bucket, Key=f"img/{color}.png", Body=png(color))
+    sessions = [
+        SessionWithEvents(session_id=f"s{n}", search_query=f"a {colors[n % 4]} picture",
+                          search_results=[ShownResult(object_id=c, rank=0.5, meta={"bucket": bucket,
+                                                                                   "file": f"img/{c}.png"})
+                                          for c in colors],
+                          events=[raw_session("x", "q", [colors[n % 4]], clicks={colors[n % 4]: "click"}).events[0]])
+        for n in range(8)
+    ]
+    pipeline = (AWSS3ClickstreamParser(TextQueryItem, SearchResult, DummyEventType), ClickstreamSessionsSplitter(),
+                TextQueryRetriever(), AWSS3DataLoader(aws_access_key_id="testing", aws_secret_access_key="testing"),
+                CLIPItemStorageProducer())
+    store = DatasetStore.open(f"s3://{bucket}/artifacts")
+    with preparing_dataset(store, META, "batch-1"):
+        prepare_data(sessions, *pipeline)
+    with loading_dataset(store, META, "batch-1"):
+        data = prepare_data([], *pipeline)
+    assert data.items.kind == "image" and data.items["blue"] == png("blue")
+    assert data.train[0].results[0].item_info == {"bucket": bucket, "file": "img/red.png"}
+    with loading_dataset(store, META, "batch-1"), pytest.raises(DatasetError, match="holds image items"):
+        prepare_data([], *pipeline[:4], ItemStorageProducer())
+
+
+def test_missing_items_fail_the_preparation_and_publish_nothing(tmp_path: Path) -> None:
+    store = DatasetStore.open(str(tmp_path / "artifacts"))
+    few = write_items(tmp_path / "few.jsonl", {f"item-{i}": "t" for i in range(8)})
+    with preparing_dataset(store, META, "batch-1") as prepared, pytest.raises(MissingItems, match="'item-8', 'item-9'"):
+        prepare_data(clickstream(), *text_pipeline(few))
+    assert prepared.manifest is None and store.manifest(DatasetKey.of(META, "batch-1")) is None
+
+
+def test_a_batch_without_any_click_has_no_usable_sessions(items_path: Path) -> None:
+    with pytest.raises(NoUsableSessions, match="all 3 sessions are irrelevant"):
+        prepare_data([raw_session(f"s{i}", f"q{i}", ["item-1"]) for i in range(3)], *text_pipeline(items_path))
+    with pytest.raises(NoUsableSessions, match="no sessions"):
+        prepare_data([], *text_pipeline(items_path))
+
+
+def test_the_store_refuses_unknown_uri_schemes() -> None:
+    with pytest.raises(ValueError, match="use a local folder or s3://bucket/prefix"):
+        DatasetStore.open("gs://bucket/x")

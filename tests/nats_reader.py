@@ -26,7 +26,7 @@ def stream_messages(url: str, subject: str, settle_s: float = 1.0) -> list[bytes
             while True:
                 try:
                     batch = await subscription.fetch(100, timeout=settle_s)
-                except NatsTimeout:
+                except (NatsTimeout, TimeoutError):  # nats-py raises either, by version and path
                     return payloads
                 for message in batch:
                     payloads.append(message.data)

@@ -103,6 +103,13 @@ class NatsConnection:
     def connected(self) -> bool:
         return self._client is not None and self._client.is_connected
 
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context, for consumers and key-value buckets; UNAVAILABLE while disconnected."""
+        if self._js is None or not self.connected:
+            raise Unavailable(f"NATS at {self._url} is not connected")
+        return self._js
+
     async def wait_connected(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)

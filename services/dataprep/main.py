@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc, dataprep_pb2, dataprep_pb2_grpc
 from services.common.client import open_aio_channel
+from services.common.consumer import DurablePullConsumer
 from services.common.logging import get_logger
-from services.common.nats import DATAPREP_REQUESTED
+from services.common.nats import DATAPREP_REQUESTED, NatsConnection
 from services.common.server import GrpcHost, Registration
 from services.common.settings import Limits, Settings
-from services.dataprep.consumer import DurablePullConsumer, JetStreamConnection
 from services.dataprep.maker import DatasetMaker
 from services.dataprep.servicer import DataPrepServicer
 from services.dataprep.worker import DURABLE, DataprepWorker
@@ -28,7 +28,7 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
     (an unfinished request is redelivered), NATS drain, ingest channel."""
     store = DatasetStore.open(settings.artifacts_uri)
     ingest_channel = open_aio_channel(settings.ingest_addr, settings, limits)
-    nats = JetStreamConnection(settings.nats_url, name="es-dataprep")
+    nats = NatsConnection(settings.nats_url, name="es-dataprep")
     nats.start()
     maker = DatasetMaker(settings.plugins_path, store, clickstream_pb2_grpc.ClickstreamServiceStub(ingest_channel),
                          settings.ingest_addr, nats)

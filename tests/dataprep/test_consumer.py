@@ -14,9 +14,16 @@ import pytest
 
 from services.api.embedding_studio.v1 import dataprep_pb2 as pb
 from services.api.embedding_studio.v1 import events_pb2
-from services.common.nats import DATAPREP_REQUESTED, DATASET_FAILED, DATASET_READY, STREAM, stream_config
+from services.common.consumer import DurablePullConsumer
+from services.common.nats import (
+    DATAPREP_REQUESTED,
+    DATASET_FAILED,
+    DATASET_READY,
+    STREAM,
+    NatsConnection,
+    stream_config,
+)
 from services.common.settings import Limits, Settings
-from services.dataprep.consumer import DurablePullConsumer, JetStreamConnection
 from tests.dataprep.helpers import published, register_batch
 from tests.servers import InProcessService, NatsServer
 
@@ -115,7 +122,7 @@ def test_a_request_interrupted_mid_work_is_finished_by_the_next_replica(
 
 def test_long_work_is_kept_alive_by_in_progress_acks_and_not_redelivered(nats_server: NatsServer) -> None:
     async def scenario() -> list[bytes]:
-        connection = JetStreamConnection(nats_server.url, name="test")
+        connection = NatsConnection(nats_server.url, name="test")
         connection.start()
         assert await connection.wait_connected(10)
         handled: list[bytes] = []

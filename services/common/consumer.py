@@ -2,7 +2,7 @@
 replica, is acked only after its handler finished, is kept alive with in-progress acks while the
 handler works, and is redelivered (after a delay) when the handler fails or the replica dies.
 
-Nothing here is dataprep-specific; the trainer's work queue needs the same thing."""
+Dataprep's and the trainer's work queues are both this."""
 
 from __future__ import annotations
 
@@ -15,21 +15,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.common.errors import Unavailable
 from services.common.logging import get_logger
 from services.common.nats import STREAM, NatsConnection
 
 log = get_logger("consumer")
-
-
-class JetStreamConnection(NatsConnection):
-    """A `NatsConnection` that also hands out its JetStream context, for consumers."""
-
-    @property
-    def jetstream(self) -> JetStreamContext:
-        if self._js is None or not self.connected:
-            raise Unavailable("NATS is not connected")
-        return self._js
 
 
 class DurablePullConsumer:
@@ -42,7 +31,7 @@ class DurablePullConsumer:
         fetch_timeout_s: how long one fetch waits for work; a timeout only means "no work yet".
     """
 
-    def __init__(self, connection: JetStreamConnection, durable: str, subject: str,
+    def __init__(self, connection: NatsConnection, durable: str, subject: str,
                  handler: Callable[[Msg], Awaitable[None]], ack_wait_s: float = 30.0, retry_delay_s: float = 2.0,
                  fetch_timeout_s: float = 1.0) -> None:
         if ack_wait_s <= 0 or retry_delay_s < 0 or fetch_timeout_s <= 0:

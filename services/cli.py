@@ -8,64 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import sys
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import grpc
 import typer
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
+from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
 from services.common.client import open_channel
-from services.common.logging import configure_logging
 from services.common.server import run_service
-from services.common.settings import Limits, Settings
+from services.common.settings import Limits
+from services.registry import cli as registry_cli
 
 app = typer.Typer(help="Embedding Studio: turn search clickstream into better embedding models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 batch_app = typer.Typer(help="Clickstream batches (the ingest service).", no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on the last line.")]
-
+app.add_typer(registry_cli.app, name="model")
 
 class ServiceName(StrEnum):
     ingest = "ingest"
     dataprep = "dataprep"
     trainer = "trainer"
     registry = "registry"
-
-
-def _settings() -> Settings:
-    try:
-        settings = Settings()
-    except ValueError as error:
-        typer.echo(f"error: invalid configuration: {error}", err=True)
-        raise typer.Exit(2) from error
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def _as_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-
-
-def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
-    for line in lines:
-        typer.echo(line)
-    if as_json:
-        typer.echo(json.dumps(result, sort_keys=True))
-
-
-def _rpc_failed(error: grpc.RpcError, address: str) -> typer.Exit:
-    typer.echo(f"error: {error.code().name} from {address}: {error.details()}", err=True)
-    return typer.Exit(1)
 
 
 @app.command()
@@ -75,7 +44,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (0 picks a free one).")] = None,
 ) -> None:
     """Run one service until SIGTERM or Ctrl-C."""
-    settings = _settings()
+    settings = load_settings()
     limits = Limits()
     # Each service's `main` module exposes `start(settings, limits, host, port)` and `DEFAULT_PORT`.
     module = f"services.{service.value}.main"
@@ -101,17 +70,17 @@ def batch_release(
     as_json: JsonOption = False,
 ) -> None:
     """Release the collecting batch for training and open the next one."""
-    settings = _settings()
+    settings = load_settings()
     key = release_id or f"cli-{uuid.uuid4()}"
     with open_channel(settings.ingest_addr, settings) as channel:
         try:
             response = clickstream_pb2_grpc.ClickstreamServiceStub(channel).ReleaseBatch(
                 pb.ReleaseBatchRequest(release_id=key), timeout=30)
         except grpc.RpcError as error:
-            raise _rpc_failed(error, settings.ingest_addr) from error
+            raise rpc_failed(error, settings.ingest_addr) from error
     released = response.released_batch
     note = " (already released by this release id)" if response.duplicate else ""
-    _emit(_as_dict(response), as_json, [
+    emit(as_dict(response), as_json, [
         f"released {released.batch_id} with {released.session_count} sessions{note}",
         f"release id: {released.release_id}",
         f"now collecting: {response.next_batch.batch_id}",
@@ -124,14 +93,14 @@ def batch_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show a batch."""
-    settings = _settings()
+    settings = load_settings()
     with open_channel(settings.ingest_addr, settings) as channel:
         try:
             batch = clickstream_pb2_grpc.ClickstreamServiceStub(channel).GetBatch(
                 pb.GetBatchRequest(batch_id=batch_id), timeout=30).batch
         except grpc.RpcError as error:
-            raise _rpc_failed(error, settings.ingest_addr) from error
-    _emit(_as_dict(batch), as_json, [
+            raise rpc_failed(error, settings.ingest_addr) from error
+    emit(as_dict(batch), as_json, [
         f"{batch.batch_id}: {pb.BatchStatus.Name(batch.status).removeprefix('BATCH_STATUS_').lower()}, "
         f"{batch.session_count} sessions"
     ])

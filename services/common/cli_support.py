@@ -1,0 +1,44 @@
+"""What every `es` command shares: settings with logging configured, printing results (text lines, and
+with `--json` one JSON object on the last line of stdout), and turning a failed RPC into an exit code."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import grpc
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from services.common.logging import configure_logging
+from services.common.settings import Settings
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on the last line.")]
+
+
+def load_settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValueError as error:
+        typer.echo(f"error: invalid configuration: {error}", err=True)
+        raise typer.Exit(2) from error
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+
+
+def rpc_failed(error: grpc.RpcError, address: str) -> typer.Exit:
+    typer.echo(f"error: {error.code().name} from {address}: {error.details()}", err=True)
+    return typer.Exit(1)

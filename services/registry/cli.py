@@ -1,0 +1,112 @@
+"""`es model best|download`: ask the registry which model version of a plugin is best, and download a
+version's files, checked against the sha256 recorded when the model was saved."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.api.embedding_studio.v1 import registry_pb2_grpc
+from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
+from services.common.client import open_channel
+from services.common.mlflow_models import ModelArchiveError, extract_model_archive
+
+app = typer.Typer(help="Model versions (the registry service).", no_args_is_help=True)
+
+
+
+def _scores_line(scores: pb.HeldOutScores) -> str:
+    recall = ", ".join(f"recall@{k} {v:.4f}" for k, v in sorted(scores.recall_at.items()))
+    return (f"nDCG@10 {scores.ndcg_at_10:.4f}, MRR@10 {scores.mrr_at_10:.4f}"
+            f"{', ' + recall if recall else ''} on {scores.sessions} held-out sessions")
+
+
+@app.command("best")
+def best(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show the best model version of a plugin: where it came from and why it is best."""
+    settings = load_settings()
+    with open_channel(settings.registry_addr, settings) as channel:
+        try:
+            model = registry_pb2_grpc.RegistryServiceStub(channel).GetBestModel(
+                pb.GetBestModelRequest(fine_tuning_method=plugin), timeout=60).model
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.registry_addr) from error
+    lines = [f"{plugin}: version {model.version}{' (initial model)' if model.is_initial else ''}",
+             f"why: {model.reason}"]
+    if not model.is_initial:
+        lines += [f"from: batch {model.batch_id}, iteration {model.iteration_id}, run {model.run_id}, "
+                  f"task {model.task_id}",
+                  f"scores: {_scores_line(model.scores)}",
+                  f"beat: version {model.compared_version} with {_scores_line(model.compared_scores)}"]
+    if model.params:
+        lines.append("params: " + ", ".join(f"{key}={value}" for key, value in sorted(model.params.items())))
+    lines.append(f"archive: {model.size_bytes} bytes, sha256 {model.sha256}")
+    emit(as_dict(model), as_json, lines)
+
+
+def _default_out(plugin: str, version: str) -> Path:
+    return Path.cwd() / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', plugin).strip('-')}-v{version}"
+
+
+@app.command("download")
+def download(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    version: Annotated[str, typer.Option(help="Model version; default: the best.")] = "",
+    out: Annotated[Path | None, typer.Option(help="Folder to extract the model into (must be empty or new). "
+                                                  "Default: ./<plugin>-v<version>.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Download a model version, check its sha256, and extract it into a folder that
+    `SentenceTransformer(folder)` loads."""
+    settings = load_settings()
+    with open_channel(settings.registry_addr, settings) as channel:
+        stream = registry_pb2_grpc.RegistryServiceStub(channel).DownloadModel(
+            pb.DownloadModelRequest(fine_tuning_method=plugin, version=version), timeout=3600)
+        try:
+            header = next(stream).archive
+            folder = out or _default_out(plugin, header.version)
+            if folder.exists() and any(folder.iterdir()):
+                typer.echo(f"error: {folder} is not empty; choose another --out", err=True)
+                raise typer.Exit(1)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".es-download-", dir=folder.parent) as tmp:
+                tar_path = Path(tmp) / "model.tar"
+                digest, received = hashlib.sha256(), 0
+                progress = Progress(TextColumn(f"{plugin} v{header.version}"), BarColumn(), DownloadColumn(),
+                                    TransferSpeedColumn(), console=Console(stderr=True))
+                with progress, open(tar_path, "wb") as handle:
+                    task = progress.add_task("download", total=header.size_bytes)
+                    for message in stream:
+                        handle.write(message.chunk)
+                        digest.update(message.chunk)
+                        received += len(message.chunk)
+                        progress.update(task, advance=len(message.chunk))
+                if digest.hexdigest() != header.sha256 or received != header.size_bytes:
+                    typer.echo(f"error: the download of {plugin} version {header.version} does not match the "
+                               f"registry's record: got {received} bytes with sha256 {digest.hexdigest()}, expected "
+                               f"{header.size_bytes} bytes with sha256 {header.sha256}; nothing was extracted",
+                               err=True)
+                    raise typer.Exit(1)
+                try:
+                    extract_model_archive(tar_path, folder)
+                except ModelArchiveError as error:
+                    typer.echo(f"error: {error}", err=True)
+                    raise typer.Exit(1) from error
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.registry_addr) from error
+    result = {"fine_tuning_method": plugin, "version": header.version, "sha256": header.sha256,
+              "size_bytes": header.size_bytes, "path": str(folder)}
+    emit(result, as_json, [f"downloaded {plugin} version {header.version} ({header.size_bytes} bytes, sha256 "
+                            f"{header.sha256}, verified) to {folder}"])

@@ -1,0 +1,56 @@
+"""Starts the registry service: MLflow client, NATS connection, promotion announcer, gRPC server; stops
+them in order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+
+from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc
+from services.common.logging import get_logger
+from services.common.nats import NatsConnection
+from services.common.server import GrpcHost, Registration
+from services.common.settings import Limits, Settings
+from services.registry.announcer import PromotionAnnouncer
+from services.registry.servicer import RegistryServicer
+from services.registry.store import ModelStore
+
+DEFAULT_PORT = 50054
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+
+log = get_logger("registry")
+
+# MLflow's HTTP client retries a refused connection 7 times with exponential backoff (minutes); a
+# caller should hear UNAVAILABLE within seconds instead, and retry itself. Its artifact downloads draw
+# progress bars, which would land in the service's JSON log. MLflow reads both from the environment
+# only; an operator's own values win.
+_MLFLOW_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+async def start(settings: Settings, limits: Limits, host: str, port: int) -> Callable[[], Awaitable[None]]:
+    """Brings the service up and returns its shutdown: health, server (in-flight RPCs finish),
+    announcer, NATS drain."""
+    for name, value in _MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = ModelStore(settings.mlflow_tracking_uri)
+    nats = NatsConnection(settings.nats_url, name="es-registry")
+    nats.start()
+    announcer = PromotionAnnouncer(store, nats)
+    announcer.start()
+    grpc_host = GrpcHost(settings, limits)
+    servicer = RegistryServicer(store, limits, on_promoted=announcer.wake)
+    bound = await grpc_host.start(
+        [Registration(registry_pb2_grpc.add_RegistryServiceServicer_to_server, servicer, SERVICE_NAME)], host, port)
+    log.info("serving", service=SERVICE_NAME, host=host, port=bound, mlflow=settings.mlflow_tracking_uri,
+             tls=settings.tls_enabled, auth=bool(settings.auth_token))
+
+    async def shutdown() -> None:
+        log.info("stopping", service=SERVICE_NAME)
+        await grpc_host.stop()
+        await announcer.stop()
+        await nats.close()
+        log.info("stopped", service=SERVICE_NAME)
+
+    return shutdown

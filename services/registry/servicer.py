@@ -1,0 +1,122 @@
+"""`embedding_studio.v1.RegistryService`: checks requests, runs them against MLflow in worker threads,
+turns MLflow being down into UNAVAILABLE, and wakes the announcer after a promotion."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import requests
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import OperationalError
+
+from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.api.embedding_studio.v1 import registry_pb2_grpc
+from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.common.settings import Limits
+from services.registry.store import ModelStore, is_missing
+
+T = TypeVar("T")
+
+CHUNK_BYTES = 1024 * 1024
+
+
+def _check_scores(field: str, scores: pb.HeldOutScores, present: bool) -> None:
+    if not present:
+        raise InvalidArgument(field, "is required: the held-out scores decide the promotion")
+    for name, value in (("ndcg_at_10", scores.ndcg_at_10), ("mrr_at_10", scores.mrr_at_10),
+                        *((f"recall_at[{k}]", v) for k, v in scores.recall_at.items())):
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise InvalidArgument(f"{field}.{name}", f"is {value}; a ranking metric lies in [0, 1]")
+    for k in scores.recall_at:
+        if k < 1:
+            raise InvalidArgument(f"{field}.recall_at", f"has k = {k}; k must be at least 1")
+    if scores.sessions < 1:
+        raise InvalidArgument(f"{field}.sessions", "must be at least 1: scores on no held-out sessions decide nothing")
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, store: ModelStore, limits: Limits, on_promoted: Callable[[], None]) -> None:
+        self._store = store
+        self._limits = limits
+        self._on_promoted = on_promoted
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except MlflowException as error:
+            if is_missing(error):
+                raise NotFound(error.message) from error
+            # Anything else MLflow answers with (it is unreachable, its store failed) means it is down for us.
+            raise self._unavailable(error.message) from error
+        except (requests.RequestException, OperationalError) as error:
+            raise self._unavailable(str(error)) from error
+
+    def _unavailable(self, detail: str) -> Unavailable:
+        short = detail if len(detail) <= 300 else f"{detail[:300]}…"
+        return Unavailable(f"MLflow at {self._store.tracking_uri} (ES_MLFLOW_TRACKING_URI) is unavailable: {short}")
+
+    def _check_id(self, field: str, value: str) -> None:
+        if not value:
+            raise InvalidArgument(field, "must not be empty")
+        if len(value) > self._limits.max_id_length:
+            raise InvalidArgument(field, f"is {len(value)} characters long; ES_MAX_ID_LENGTH is "
+                                         f"{self._limits.max_id_length}")
+
+    async def GetBestModel(self, request: pb.GetBestModelRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.GetBestModelResponse:
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        return pb.GetBestModelResponse(model=await self._run(self._store.best, request.fine_tuning_method))
+
+    async def ListModelVersions(self, request: pb.ListModelVersionsRequest, context: grpc.aio.ServicerContext
+                                ) -> pb.ListModelVersionsResponse:
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        versions = await self._run(self._store.versions, request.fine_tuning_method)
+        return pb.ListModelVersionsResponse(versions=versions)
+
+    async def ListIterations(self, request: pb.ListIterationsRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.ListIterationsResponse:
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        iterations = await self._run(self._store.iterations, request.fine_tuning_method)
+        return pb.ListIterationsResponse(iterations=iterations)
+
+    async def GetIteration(self, request: pb.GetIterationRequest, context: grpc.aio.ServicerContext
+                           ) -> pb.GetIterationResponse:
+        self._check_id("iteration_id", request.iteration_id)
+        return pb.GetIterationResponse(iteration=await self._run(self._store.iteration, request.iteration_id))
+
+    async def DownloadModel(self, request: pb.DownloadModelRequest, context: grpc.aio.ServicerContext
+                            ) -> AsyncIterator[pb.DownloadModelResponse]:
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        if request.version:
+            self._check_id("version", request.version)
+        target = await self._run(self._store.archive_target, request.fine_tuning_method, request.version)
+        with tempfile.TemporaryDirectory(prefix="es-registry-") as tmp:
+            path = await self._run(self._store.download, target, Path(tmp))
+            yield pb.DownloadModelResponse(archive=pb.ModelArchive(
+                fine_tuning_method=target.fine_tuning_method, version=target.version,
+                sha256=target.archive.sha256, size_bytes=target.archive.size_bytes))
+            with open(path, "rb") as handle:
+                while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+                    yield pb.DownloadModelResponse(chunk=chunk)
+
+    async def SubmitCandidate(self, request: pb.SubmitCandidateRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.SubmitCandidateResponse:
+        for field in ("fine_tuning_method", "task_id", "batch_id", "run_id", "compared_version"):
+            self._check_id(field, getattr(request, field))
+        _check_scores("candidate_scores", request.candidate_scores, request.HasField("candidate_scores"))
+        _check_scores("compared_scores", request.compared_scores, request.HasField("compared_scores"))
+        if request.candidate_scores.sessions != request.compared_scores.sessions:
+            raise InvalidArgument("compared_scores.sessions", (
+                f"is {request.compared_scores.sessions} but candidate_scores.sessions is "
+                f"{request.candidate_scores.sessions}: both must be scored on the same held-out sessions"))
+        submitted = await self._run(self._store.submit, request)
+        if submitted.promoted:
+            self._on_promoted()
+        return pb.SubmitCandidateResponse(version=submitted.version, promoted=submitted.promoted,
+                                          reason=submitted.version.reason)

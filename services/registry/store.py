@@ -1,0 +1,402 @@
+"""The registry's view of MLflow: each plugin's models are versions of one registered model, the
+`champion` alias marks the best, and the promotion gate's decisions are recorded as model version
+tags. Every method blocks (MLflow's client); the servicer runs them in worker threads."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from mlflow import MlflowClient
+from mlflow.entities import Experiment, Run
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+from services.api.embedding_studio.v1 import events_pb2
+from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.mlflow_models import (
+    BEST_ALIAS,
+    INITIAL_EXPERIMENT,
+    KIND_INITIAL,
+    MODEL_ARCHIVE_PATH,
+    TAG_BATCH,
+    TAG_KIND,
+    TAG_PLUGIN,
+    TAG_PLUGIN_VERSION,
+    TAG_TASK,
+    ModelArchive,
+    iteration_experiment_name,
+    parse_iteration_experiment_name,
+    recorded_archive,
+    registered_model_name,
+)
+from services.common.nats import MODEL_PROMOTED
+
+T = TypeVar("T")
+
+# Model version tags the registry writes (the run tags of mlflow_models say where a model came from;
+# these say what the promotion gate decided about it).
+TAG_SCORES = "es.scores"
+TAG_COMPARED_VERSION = "es.compared_version"
+TAG_COMPARED_SCORES = "es.compared_scores"
+TAG_PROMOTED = "es.promoted"
+# The version a promoted one replaced as the best; empty when that was the initial model.
+TAG_PREVIOUS = "es.previous_version"
+TAG_ANNOUNCED = "es.announced"
+TRUE = "true"
+
+_PAGE = 1000
+
+
+def is_missing(error: MlflowException) -> bool:
+    """MLflow's "no such run, experiment, model, version or artifact"."""
+    return error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+
+
+def _or_none(call: Callable[[], T]) -> T | None:
+    try:
+        return call()
+    except MlflowException as error:
+        if is_missing(error):
+            return None
+        raise
+
+
+def _pages(search: Callable[[str | None], Any]) -> Iterator[Any]:
+    """Every item of an MLflow paged search."""
+    token: str | None = None
+    while True:
+        page = search(token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _number(version: ModelVersion) -> str:
+    """A version's number as the API speaks it (MLflow's REST client gives a string, its SQL store an int)."""
+    return str(version.version)
+
+
+def _best(model: RegisteredModel) -> str:
+    return str(model.aliases.get(BEST_ALIAS, ""))
+
+
+def _scores_json(scores: pb.HeldOutScores) -> str:
+    return json.dumps(json_format.MessageToDict(scores, preserving_proto_field_name=True), sort_keys=True)
+
+
+def _scores(text: str | None) -> pb.HeldOutScores | None:
+    return json_format.Parse(text, pb.HeldOutScores()) if text else None
+
+
+@dataclass(frozen=True)
+class ArchiveTarget:
+    """What DownloadModel streams: one version's run and its recorded archive."""
+
+    fine_tuning_method: str
+    version: str
+    run_id: str
+    archive: ModelArchive
+
+
+@dataclass(frozen=True)
+class Submitted:
+    version: pb.ModelVersion
+    promoted: bool
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A promotion not yet announced on NATS."""
+
+    model_name: str
+    version: str
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+class ModelStore:
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # MLflow has no compare-and-set for aliases: the registry serializes its own writes (it is the
+        # only writer of the best alias). Reentrant: a submission registers the initial model if needed.
+        self._write_lock = threading.RLock()
+
+    # Lookups -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _model_name(plugin: str) -> str:
+        if not plugin:
+            raise InvalidArgument("fine_tuning_method", "must name a plugin")
+        try:
+            return registered_model_name(plugin)
+        except ValueError as error:
+            raise InvalidArgument("fine_tuning_method", str(error)) from error
+
+    def _registered(self, name: str) -> RegisteredModel | None:
+        return _or_none(lambda: self._client.get_registered_model(name))
+
+    def _versions(self, name: str) -> list[ModelVersion]:
+        versions = _pages(lambda token: self._client.search_model_versions(
+            f"name = '{name}'", max_results=_PAGE, page_token=token))
+        return sorted(versions, key=lambda version: int(_number(version)))
+
+    def _version(self, plugin: str, name: str, version: str, field: str = "version") -> ModelVersion:
+        if not version.isdigit():
+            raise InvalidArgument(field, f"{version!r} is not a model version number")
+        found = _or_none(lambda: self._client.get_model_version(name, version))
+        if found is None:
+            raise NotFound(f"plugin {plugin!r} has no model version {version!r}")
+        return found
+
+    def _version_of_run(self, name: str, run_id: str) -> ModelVersion | None:
+        found = self._client.search_model_versions(f"name = '{name}' AND run_id = '{run_id}'", max_results=1)
+        return found[0] if found else None
+
+    def _initial_run(self, plugin: str) -> Run | None:
+        experiment = self._client.get_experiment_by_name(INITIAL_EXPERIMENT)
+        if experiment is None:
+            return None
+        runs = self._client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{TAG_PLUGIN}` = '{plugin}' AND tags.`{TAG_KIND}` = '{KIND_INITIAL}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def _champion(self, plugin: str) -> tuple[str, RegisteredModel]:
+        """The plugin's registered model with its best alias set; the first time, the initial model the
+        trainer logged becomes version 1 and the best, so that every answer names a version."""
+        name = self._model_name(plugin)
+        model = self._registered(name)
+        if model is not None and BEST_ALIAS in model.aliases:
+            return name, model
+        with self._write_lock:
+            model = self._registered(name)
+            if model is not None and BEST_ALIAS in model.aliases:
+                return name, model
+            initial = self._initial_run(plugin)
+            if initial is None:
+                raise NotFound(f"plugin {plugin!r} has no models: its initial model is not logged in the MLflow "
+                               f"experiment {INITIAL_EXPERIMENT!r} (the trainer logs it on the plugin's first task)")
+            if model is None:
+                try:
+                    self._client.create_registered_model(
+                        name, tags={TAG_PLUGIN: plugin},
+                        description=f"Models of the fine-tuning plugin {plugin!r}; alias {BEST_ALIAS!r} is the best.")
+                except MlflowException as error:
+                    if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                        raise
+            version = self._version_of_run(name, initial.info.run_id) or self._client.create_model_version(
+                name, source=f"runs:/{initial.info.run_id}/model", run_id=initial.info.run_id,
+                tags={TAG_KIND: KIND_INITIAL, TAG_PLUGIN: plugin,
+                      TAG_PLUGIN_VERSION: initial.data.tags.get(TAG_PLUGIN_VERSION, "")})
+            self._client.set_registered_model_alias(name, BEST_ALIAS, _number(version))
+            return name, self._client.get_registered_model(name)
+
+    def _run(self, run_id: str) -> Run | None:
+        return _or_none(lambda: self._client.get_run(run_id))
+
+    # Views -------------------------------------------------------------------------------------
+
+    def _reason(self, plugin: str, version: ModelVersion, best: str) -> str:
+        tags = version.tags
+        if tags.get(TAG_KIND) == KIND_INITIAL:
+            origin = f"the initial model of {plugin!r} (plugin version {tags.get(TAG_PLUGIN_VERSION) or '?'})"
+            if _number(version) == best:
+                return f"{origin}: no fine-tuned version has been promoted yet"
+            return f"{origin}; version {best} is the best now"
+        scores, compared = _scores(tags.get(TAG_SCORES)), _scores(tags.get(TAG_COMPARED_SCORES))
+        if scores is None or compared is None:
+            return "no promotion decision recorded"
+        versus = (f"held-out nDCG@10 {scores.ndcg_at_10:.4f} vs {compared.ndcg_at_10:.4f} of version "
+                  f"{tags.get(TAG_COMPARED_VERSION)} on the same {scores.sessions} sessions of {tags.get(TAG_BATCH)}")
+        if tags.get(TAG_PROMOTED) != TRUE:
+            return f"not promoted: it did not beat the best ({versus})"
+        if _number(version) == best:
+            return f"best: it beat version {tags.get(TAG_COMPARED_VERSION)} ({versus})"
+        return (f"was the best after beating version {tags.get(TAG_COMPARED_VERSION)} ({versus}); "
+                f"version {best} is the best now")
+
+    def _view(self, plugin: str, version: ModelVersion, best: str) -> pb.ModelVersion:
+        tags = version.tags
+        run = self._run(version.run_id)
+        view = pb.ModelVersion(
+            fine_tuning_method=plugin, version=_number(version), is_initial=tags.get(TAG_KIND) == KIND_INITIAL,
+            batch_id=tags.get(TAG_BATCH, ""), run_id=version.run_id, task_id=tags.get(TAG_TASK, ""),
+            is_best=_number(version) == best, reason=self._reason(plugin, version, best),
+            compared_version=tags.get(TAG_COMPARED_VERSION, ""), created_at=version.creation_timestamp // 1000)
+        if (scores := _scores(tags.get(TAG_SCORES))) is not None:
+            view.scores.CopyFrom(scores)
+        if (compared := _scores(tags.get(TAG_COMPARED_SCORES))) is not None:
+            view.compared_scores.CopyFrom(compared)
+        if run is not None:
+            view.iteration_id = run.info.experiment_id
+            view.params.update(run.data.params)
+            if (archive := recorded_archive(run)) is not None:
+                view.sha256, view.size_bytes = archive.sha256, archive.size_bytes
+        return view
+
+    # RPCs --------------------------------------------------------------------------------------
+
+    def best(self, plugin: str) -> pb.ModelVersion:
+        name, model = self._champion(plugin)
+        best = _best(model)
+        return self._view(plugin, self._version(plugin, name, best), best)
+
+    def versions(self, plugin: str) -> list[pb.ModelVersion]:
+        name, model = self._champion(plugin)
+        best = _best(model)
+        return [self._view(plugin, version, best) for version in self._versions(name)]
+
+    def _iteration(self, experiment: Experiment, plugin: str, batch_id: str) -> pb.Iteration:
+        iteration = pb.Iteration(iteration_id=experiment.experiment_id, name=experiment.name,
+                                 fine_tuning_method=plugin, batch_id=batch_id)
+        runs = _pages(lambda token: self._client.search_runs(
+            [experiment.experiment_id], order_by=["attributes.start_time ASC"], max_results=_PAGE, page_token=token))
+        for run in runs:
+            iteration.runs.add(run_id=run.info.run_id, status=run.info.status, params=run.data.params,
+                               metrics=run.data.metrics)
+        return iteration
+
+    def iterations(self, plugin: str) -> list[pb.Iteration]:
+        name = self._model_name(plugin)
+        prefix = iteration_experiment_name(plugin, "")
+        # LIKE narrows the search; "_" and "%" in a plugin name are wildcards there, so check exactly after.
+        experiments = _pages(lambda token: self._client.search_experiments(
+            filter_string=f"name LIKE '{prefix}%'", max_results=_PAGE, page_token=token))
+        iterations = []
+        for experiment in experiments:
+            parsed = parse_iteration_experiment_name(experiment.name)
+            if parsed is not None and parsed[0] == plugin:
+                iterations.append(self._iteration(experiment, *parsed))
+        if not iterations and self._registered(name) is None and self._initial_run(plugin) is None:
+            raise NotFound(f"plugin {plugin!r} has no iterations and no models in MLflow")
+        return sorted(iterations, key=lambda iteration: int(iteration.iteration_id))
+
+    def iteration(self, iteration_id: str) -> pb.Iteration:
+        if not iteration_id:
+            raise InvalidArgument("iteration_id", "must name an iteration (its MLflow experiment id)")
+        if not iteration_id.isdigit():
+            raise InvalidArgument("iteration_id", f"{iteration_id!r} is not an MLflow experiment id")
+        experiment = _or_none(lambda: self._client.get_experiment(iteration_id))
+        parsed = parse_iteration_experiment_name(experiment.name) if experiment is not None else None
+        if experiment is None or parsed is None:
+            raise NotFound(f"no iteration with id {iteration_id!r} (no MLflow experiment named "
+                           f"{iteration_experiment_name('<plugin>', '<batch>')!r} has it)")
+        return self._iteration(experiment, *parsed)
+
+    def archive_target(self, plugin: str, version: str) -> ArchiveTarget:
+        name, model = self._champion(plugin)
+        chosen = self._version(plugin, name, version or _best(model))
+        run = self._run(chosen.run_id)
+        if run is None:
+            raise NotFound(f"version {_number(chosen)} of {plugin!r}: its MLflow run {chosen.run_id} is gone")
+        archive = recorded_archive(run)
+        if archive is None:
+            raise NotFound(f"version {_number(chosen)} of {plugin!r}: run {chosen.run_id} has no model archive "
+                           f"recorded")
+        return ArchiveTarget(plugin, _number(chosen), chosen.run_id, archive)
+
+    def download(self, target: ArchiveTarget, dest_dir: Path) -> Path:
+        """Downloads the archive as stored; the client checks it against the recorded sha256, so that a
+        damaged file is caught wherever it was damaged."""
+        try:
+            return Path(self._client.download_artifacts(target.run_id, MODEL_ARCHIVE_PATH, str(dest_dir)))
+        except MlflowException as error:
+            if not is_missing(error):
+                raise
+            raise NotFound(f"version {target.version} of {target.fine_tuning_method!r}: {MODEL_ARCHIVE_PATH} is "
+                           f"missing from the artifacts of run {target.run_id}") from error
+
+    def submit(self, request: pb.SubmitCandidateRequest) -> Submitted:
+        name = self._model_name(request.fine_tuning_method)
+        plugin = request.fine_tuning_method
+        run = self._run(request.run_id)
+        if run is None:
+            raise NotFound(f"run_id: MLflow has no run {request.run_id!r}")
+        if run.data.tags.get(TAG_PLUGIN) != plugin:
+            raise InvalidArgument("run_id", f"run {request.run_id} belongs to plugin "
+                                            f"{run.data.tags.get(TAG_PLUGIN)!r} (tag {TAG_PLUGIN}), not {plugin!r}")
+        if run.data.tags.get(TAG_KIND) == KIND_INITIAL:
+            raise InvalidArgument("run_id", f"run {request.run_id} holds the initial model of {plugin!r}, "
+                                            f"not a fine-tuned candidate")
+        if recorded_archive(run) is None:
+            raise NotFound(f"run {request.run_id} has no model archive recorded (log it with log_model_folder)")
+        with self._write_lock:
+            _, model = self._champion(plugin)
+            best = _best(model)
+            compared = self._version(plugin, name, request.compared_version, field="compared_version")
+            existing = self._version_of_run(name, request.run_id)
+            if existing is not None and (existing.tags.get(TAG_PROMOTED) == TRUE or _number(existing) == best):
+                # A retry of a submission that was promoted: the same answer again.
+                return Submitted(self._view(plugin, existing, best), promoted=True)
+            if _number(compared) != best:
+                raise FailedPrecondition(
+                    f"compared_version: version {_number(compared)} of {plugin!r} is no longer the best; version "
+                    f"{best} is: score the candidate against it and submit again")
+            tags = {TAG_KIND: run.data.tags.get(TAG_KIND, ""), TAG_PLUGIN: plugin, TAG_BATCH: request.batch_id,
+                    TAG_TASK: request.task_id, TAG_SCORES: _scores_json(request.candidate_scores),
+                    TAG_COMPARED_VERSION: _number(compared),
+                    TAG_COMPARED_SCORES: _scores_json(request.compared_scores)}
+            if existing is None:
+                candidate = self._client.create_model_version(
+                    name, source=f"runs:/{request.run_id}/model", run_id=request.run_id, tags=tags)
+            else:
+                # A retry after a failure before the decision was recorded: decide again on the new scores.
+                for key, value in tags.items():
+                    self._client.set_model_version_tag(name, _number(existing), key, value)
+                candidate = existing
+            promoted = request.candidate_scores.ndcg_at_10 > request.compared_scores.ndcg_at_10
+            if promoted:
+                self._client.set_registered_model_alias(name, BEST_ALIAS, _number(candidate))
+                best = _number(candidate)
+                self._record_promotion(name, _number(candidate), _number(compared))
+            return Submitted(self._view(plugin, self._version(plugin, name, _number(candidate)), best), promoted)
+
+    def _record_promotion(self, name: str, version: str, compared_version: str) -> None:
+        """Tags a version that the best alias now points at as promoted (after the alias moved: the alias
+        is the truth, and the announcer repairs a version whose tags a crash cut short)."""
+        compared = (_or_none(lambda: self._client.get_model_version(name, compared_version))
+                    if compared_version else None)
+        replaced_initial = compared is None or compared.tags.get(TAG_KIND) == KIND_INITIAL
+        self._client.set_model_version_tag(name, version, TAG_PREVIOUS, "" if replaced_initial else compared_version)
+        self._client.set_model_version_tag(name, version, TAG_PROMOTED, TRUE)
+
+    # Announcements -----------------------------------------------------------------------------
+
+    def pending_announcements(self) -> list[Announcement]:
+        """Every promotion recorded in MLflow and not yet announced, oldest first per plugin. A best
+        version whose promotion tag was not written (a crash right after the alias moved) counts too."""
+        pending = []
+        for model in _pages(lambda token: self._client.search_registered_models(max_results=_PAGE, page_token=token)):
+            plugin = model.tags.get(TAG_PLUGIN)
+            if plugin is None:
+                continue
+            best = _best(self._client.get_registered_model(model.name))
+            for version in self._versions(model.name):
+                tags = version.tags
+                if _number(version) == best and tags.get(TAG_KIND) != KIND_INITIAL and tags.get(TAG_PROMOTED) != TRUE:
+                    with self._write_lock:
+                        self._record_promotion(model.name, _number(version), tags.get(TAG_COMPARED_VERSION, ""))
+                    version = self._version(plugin, model.name, _number(version))
+                    tags = version.tags
+                if tags.get(TAG_PROMOTED) != TRUE or tags.get(TAG_ANNOUNCED) == TRUE:
+                    continue
+                event = events_pb2.ModelPromoted(model=self._view(plugin, version, best),
+                                                 previous_version=tags.get(TAG_PREVIOUS, ""))
+                pending.append(Announcement(model.name, _number(version), MODEL_PROMOTED, event.SerializeToString(),
+                                            msg_id=f"model {plugin} version {_number(version)} promoted"))
+        return pending
+
+    def mark_announced(self, announcement: Announcement) -> None:
+        self._client.set_model_version_tag(announcement.model_name, announcement.version, TAG_ANNOUNCED, TRUE)

@@ -1,0 +1,96 @@
+"""What the trainer writes to MLflow, done the trainer's way (through services.common.mlflow_models),
+builders for requests, and a reader of the promotions announced on NATS."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from services.api.embedding_studio.v1 import events_pb2
+from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.common.mlflow_models import (
+    INITIAL_EXPERIMENT,
+    KIND_INITIAL,
+    KIND_TRIAL,
+    MODEL_ARCHIVE_PATH,
+    TAG_BATCH,
+    TAG_KIND,
+    TAG_PLUGIN,
+    TAG_PLUGIN_VERSION,
+    TAG_TASK,
+    iteration_experiment_name,
+    log_model_folder,
+)
+from services.common.nats import MODEL_PROMOTED
+from tests.nats_reader import stream_messages
+
+
+def new_plugin() -> str:
+    """A plugin name of its own per test, so tests share one MLflow server without seeing each other."""
+    return f"Plugin {uuid.uuid4().hex[:8]}"
+
+
+def _experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def log_initial(client: MlflowClient, plugin: str, model_dir: Path, plugin_version: str = "1.0") -> str:
+    run = client.create_run(_experiment(client, INITIAL_EXPERIMENT),
+                            tags={TAG_KIND: KIND_INITIAL, TAG_PLUGIN: plugin, TAG_PLUGIN_VERSION: plugin_version})
+    log_model_folder(client, run.info.run_id, model_dir)
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def log_trial(client: MlflowClient, plugin: str, batch_id: str, task_id: str, model_dir: Path | None,
+              params: dict[str, str] | None = None, metrics: dict[str, float] | None = None) -> str:
+    run = client.create_run(_experiment(client, iteration_experiment_name(plugin, batch_id)),
+                            tags={TAG_KIND: KIND_TRIAL, TAG_PLUGIN: plugin, TAG_BATCH: batch_id, TAG_TASK: task_id})
+    for key, value in (params or {"items_lr": "1e-05", "margin": "0.025"}).items():
+        client.log_param(run.info.run_id, key, value)
+    for key, value in (metrics or {"ndcg_at_10": 0.5}).items():
+        client.log_metric(run.info.run_id, key, value)
+    if model_dir is not None:
+        log_model_folder(client, run.info.run_id, model_dir)
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def scores(ndcg: float, sessions: int = 40) -> pb.HeldOutScores:
+    return pb.HeldOutScores(ndcg_at_10=ndcg, mrr_at_10=ndcg, recall_at={100: min(1.0, ndcg + 0.2)}, sessions=sessions)
+
+
+def candidate(plugin: str, run_id: str, ndcg: float, compared_version: str, compared_ndcg: float,
+              batch_id: str = "batch-1", task_id: str = "task-1") -> pb.SubmitCandidateRequest:
+    return pb.SubmitCandidateRequest(
+        fine_tuning_method=plugin, task_id=task_id, batch_id=batch_id, run_id=run_id,
+        candidate_scores=scores(ndcg), compared_version=compared_version, compared_scores=scores(compared_ndcg))
+
+
+def stored_archive(artifacts_dir: Path, run_id: str) -> Path:
+    """The model archive as the MLflow server stored it (to tamper with or remove it)."""
+    found = [path for path in artifacts_dir.rglob(Path(MODEL_ARCHIVE_PATH).name)
+             if run_id in path.parts and path.as_posix().endswith(MODEL_ARCHIVE_PATH)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def promotions(nats_url: str, plugin: str, count: int, timeout: float = 20.0) -> list[events_pb2.ModelPromoted]:
+    """The ModelPromoted events of one plugin on the stream, once at least `count` are there (read once
+    more after a pause, so that a late duplicate would show)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mine = _promotions_now(nats_url, plugin)
+        if len(mine) >= count or time.monotonic() > deadline:
+            time.sleep(1.0)
+            return _promotions_now(nats_url, plugin)
+
+
+def _promotions_now(nats_url: str, plugin: str) -> list[events_pb2.ModelPromoted]:
+    events = [events_pb2.ModelPromoted.FromString(payload)
+              for payload in stream_messages(nats_url, MODEL_PROMOTED, settle_s=0.3)]
+    return [event for event in events if event.model.fine_tuning_method == plugin]

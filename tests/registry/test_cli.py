@@ -1,0 +1,81 @@
+"""The operator's `es model best|download` commands against a running registry.
+
+The commands run in a child process, as an operator runs them (the CLI configures logging for its
+whole process, which must not touch the registry running in the test's process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, stored_archive
+from tests.servers import REPO_ROOT
+
+# `es model …` once services/cli.py mounts this app; until then the app is run directly.
+_ES_MODEL = "from services.registry.cli import app; app(prog_name='es model')"
+
+
+def es_model(*args: str, address: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _ES_MODEL, *args], env={**os.environ, "ES_REGISTRY_ADDR": address},
+                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+
+
+def test_model_best_says_which_version_is_best_why_and_prints_json_last(
+        registry, registry_server, mlflow_client, tiny_model_dir) -> None:
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    result = es_model("best", plugin, address=registry_server.address)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{plugin}: version 1 (initial model)"
+
+    run_id = log_trial(mlflow_client, plugin, "batch-4", "task-2", tiny_model_dir)
+    registry.SubmitCandidate(candidate(plugin, run_id, 0.61, "1", 0.52, "batch-4", "task-2"))
+    result = es_model("best", plugin, "--json", address=registry_server.address)
+    assert result.returncode == 0, result.stderr
+    assert f"{plugin}: version 2" in result.stdout
+    assert "beat: version 1 with nDCG@10 0.5200" in result.stdout and f"run {run_id}" in result.stdout
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (last["version"], last["is_best"], last["batch_id"]) == ("2", True, "batch-4")
+
+
+def test_model_best_of_an_unknown_plugin_fails_with_not_found(registry_server) -> None:
+    result = es_model("best", "No Such Plugin", address=registry_server.address)
+    assert result.returncode == 1
+    assert "NOT_FOUND" in result.stderr and "No Such Plugin" in result.stderr
+
+
+def test_model_download_extracts_a_verified_model_that_loads(
+        registry, registry_server, mlflow_client, tiny_model_dir, tmp_path: Path) -> None:
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    out = tmp_path / "models" / "downloaded"
+    result = es_model("download", plugin, "--version", "1", "--out", str(out), "--json",
+                      address=registry_server.address)
+    assert result.returncode == 0, result.stderr
+    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (last["version"], last["path"]) == ("1", str(out)) and "verified" in result.stdout
+    sentences = ["red running shoes"]
+    np.testing.assert_allclose(SentenceTransformer(str(out), device="cpu").encode(sentences),
+                               SentenceTransformer(str(tiny_model_dir), device="cpu").encode(sentences), atol=1e-6)
+    assert list(out.parent.iterdir()) == [out]  # no temporary archive left behind
+
+
+def test_model_download_of_a_tampered_archive_exits_non_zero_and_extracts_nothing(
+        registry_server, mlflow_client, mlflow_server, tiny_model_dir, tmp_path: Path) -> None:
+    plugin = new_plugin()
+    run_id = log_initial(mlflow_client, plugin, tiny_model_dir)
+    stored = stored_archive(mlflow_server.artifacts_dir, run_id)
+    tampered = bytearray(stored.read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF  # a byte inside the weights
+    stored.write_bytes(bytes(tampered))
+    out = tmp_path / "models" / "downloaded"
+    result = es_model("download", plugin, "--out", str(out), address=registry_server.address)
+    assert result.returncode == 1
+    assert "does not match the registry's record" in result.stderr and "nothing was extracted" in result.stderr
+    assert list(out.parent.iterdir()) == []

@@ -1,0 +1,74 @@
+"""The registry through outages: MLflow down is UNAVAILABLE naming it and heals by itself; a promotion
+made while NATS is down is announced exactly once when NATS is back, also after a restart of the
+registry (`es serve registry` as a real process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.api.embedding_studio.v1 import registry_pb2_grpc
+from services.common.settings import Limits
+from tests.conftest import make_settings
+from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, promotions
+from tests.servers import InProcessService, NatsServer, ServiceProcess
+
+
+def test_mlflow_down_is_unavailable_naming_it_and_the_registry_recovers_when_it_is_back(
+        registry, mlflow_client, mlflow_server, tiny_model_dir) -> None:
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    run_id = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
+    assert registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin)).model.version == "1"
+
+    mlflow_server.stop()
+    try:
+        for call in (lambda: registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin)),
+                     lambda: registry.SubmitCandidate(candidate(plugin, run_id, 0.6, "1", 0.5))):
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "MLflow" in raised.value.details() and mlflow_server.url in raised.value.details()
+    finally:
+        mlflow_server.start()
+
+    # Nothing changed while it was down, and the same server answers again without a restart.
+    assert registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin)).model.version == "1"
+    assert registry.SubmitCandidate(candidate(plugin, run_id, 0.6, "1", 0.5)).promoted
+
+
+def test_promotions_made_while_nats_is_down_are_announced_once_when_it_is_back_also_after_a_restart(
+        tmp_path: Path, mlflow_server, mlflow_client, tiny_model_dir) -> None:
+    from services.registry.main import start
+
+    nats = NatsServer(tmp_path / "nats").start()
+    settings = make_settings(tmp_path, mlflow_tracking_uri=mlflow_server.url, nats_url=nats.url)
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    runs = [log_trial(mlflow_client, plugin, "batch-1", f"task-{n}", tiny_model_dir) for n in range(2)]
+    try:
+        with InProcessService(lambda port: start(settings, Limits(), "127.0.0.1", port)) as service, \
+                grpc.insecure_channel(service.address) as channel:
+            registry = registry_pb2_grpc.RegistryServiceStub(channel)
+            registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin))
+            nats.stop()
+            assert registry.SubmitCandidate(candidate(plugin, runs[0], 0.6, "1", 0.5)).promoted
+            nats.start()
+            assert [event.model.version for event in promotions(nats.url, plugin, count=1)] == ["2"]
+
+            nats.stop()
+            assert registry.SubmitCandidate(candidate(plugin, runs[1], 0.7, "2", 0.6)).promoted
+        nats.start()
+        env = {"ES_STATE_DIR": str(tmp_path / "state"), "ES_MLFLOW_TRACKING_URI": mlflow_server.url,
+               "ES_NATS_URL": nats.url}
+        restarted = ServiceProcess("registry", env, tmp_path / "registry.log").start()
+        try:
+            events = promotions(nats.url, plugin, count=2)
+            assert [(event.model.version, event.previous_version) for event in events] == [("2", ""), ("3", "2")]
+        finally:
+            assert restarted.terminate() == 0, restarted.log()
+    finally:
+        nats.stop()

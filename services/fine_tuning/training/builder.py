@@ -1,0 +1,228 @@
+"""`FineTuningBuilder` (the seed's name): one fine-tuning iteration of a plugin on one batch — a seeded
+TPE search (Optuna) over the plugin's parameter space, one MLflow run per parameter set, each run's best
+checkpoint saved. A failed trial is recorded as failed (never as a neutral score); a search interrupted
+anywhere continues from the runs MLflow already holds (finished runs are not trained again; a run
+left RUNNING by a dead trainer is marked failed and its parameters tried again). Later iterations of a
+plugin try the best parameter sets of its earlier iterations first."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sentence_transformers import SentenceTransformer
+
+from services.common.logging import get_logger
+from services.common.mlflow_models import download_model_archive, extract_model_archive
+from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
+from services.fine_tuning.training.examples import make_click_examples
+from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
+from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
+from services.fine_tuning.training.models import ItemPrefixCache, TextToTextModel
+from services.fine_tuning.training.settings import FineTuningParams, FineTuningSettings
+
+log = get_logger("fine_tuning")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# A search that keeps failing stops after this many attempts per wanted trial.
+MAX_ATTEMPTS_PER_TRIAL = 2
+
+
+def params_key(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrialProgress:
+    trial: int
+    trials: int
+    progress: Progress | None = None
+
+
+@dataclass
+class IterationResult:
+    best_run_id: str
+    best_params: dict[str, Any]
+    best_scores: HeldOutScores
+    model: TextToTextModel
+    trials: list[TrialRecord] = field(default_factory=list)
+    runs: list[RunResult] = field(default_factory=list)
+
+
+def _encode(value: Any) -> Any:
+    # Optuna's categorical choices must be scalars; list-valued choices (examples_order) go as JSON.
+    return json.dumps(value) if isinstance(value, list | tuple) else value
+
+
+def _decode(name: str, value: Any) -> Any:
+    return tuple(json.loads(value)) if name == "examples_order" and isinstance(value, str) else value
+
+
+def load_run_model(manager: ExperimentsManager, run_id: str, like: TextToTextModel) -> TextToTextModel:
+    """The model a run saved, wrapped like `like` (same sequence length)."""
+    with tempfile.TemporaryDirectory(prefix="es-run-model-") as folder:
+        tar_path, _ = download_model_archive(manager.client, run_id, Path(folder))
+        path = extract_model_archive(tar_path, Path(folder) / "model")
+        return TextToTextModel(SentenceTransformer(str(path), device="cpu"), like.model.max_seq_length)
+
+
+class FineTuningBuilder:
+    """Holds what a plugin's `get_fine_tuning_builder` gathers (the seed's arguments, by name) and runs
+    the iteration when the trainer calls `run(start_model)`."""
+
+    def __init__(
+        self,
+        data_loader: Any,
+        query_retriever: Callable[[Any], Any],
+        clickstream_parser: Any,
+        clickstream_sessions_splitter: Any,
+        dataset_fields_normalizer: Any,
+        item_storage_producer: Any,
+        accumulators: Sequence[Any],
+        experiments_manager: ExperimentsManager,
+        fine_tuning_settings: FineTuningSettings,
+        initial_params: dict[str, list[Any]],
+        ranking_data: Any,
+        initial_max_evals: int = 8,
+    ) -> None:
+        if initial_max_evals < 1:
+            raise ValueError(f"initial_max_evals must be >= 1, not {initial_max_evals}")
+        missing = set(FineTuningParams.__dataclass_fields__) - set(initial_params)
+        required = {"num_fixed_layers", "query_lr", "items_lr", "query_weight_decay", "items_weight_decay", "margin"}
+        if missing & required:
+            raise ValueError(f"initial_params lacks {', '.join(sorted(missing & required))}")
+        empty = [name for name, choices in initial_params.items() if not choices]
+        if empty:
+            raise ValueError(f"initial_params offers no value for {', '.join(empty)}")
+        self.data_loader = data_loader
+        self.query_retriever = query_retriever
+        self.clickstream_parser = clickstream_parser
+        self.clickstream_sessions_splitter = clickstream_sessions_splitter
+        self.dataset_fields_normalizer = dataset_fields_normalizer
+        self.item_storage_producer = item_storage_producer
+        self.accumulators = list(accumulators)
+        self.experiments_manager = experiments_manager
+        self.fine_tuning_settings = fine_tuning_settings
+        self.initial_params = initial_params
+        self.ranking_data = ranking_data
+        self.initial_max_evals = initial_max_evals
+
+    def _distributions(self) -> dict[str, optuna.distributions.CategoricalDistribution]:
+        return {name: optuna.distributions.CategoricalDistribution([_encode(c) for c in choices])
+                for name, choices in self.initial_params.items()}
+
+    def run(self, start_model: TextToTextModel, on_progress: Callable[[TrialProgress], None] = lambda _: None,
+            should_stop: Callable[[], bool] = lambda: False, previous_best: Sequence[dict[str, Any]] = ()
+            ) -> IterationResult:
+        """Runs (or resumes) the search from `start_model`; returns the best run by the main metric.
+
+        `previous_best`: parameter sets of earlier iterations, tried first instead of TPE's first picks.
+        """
+        settings = self.fine_tuning_settings
+        manager = self.experiments_manager
+        data = self.ranking_data
+        item_ids = list(data.items)
+        held_out = HeldOutQueries(data.test, item_ids, self.query_retriever)
+        if not len(held_out):
+            raise ValueError("the batch's held-out sessions have no clicks: nothing to choose a model on")
+        train_with_clicks = sum(1 for s in data.train if not s.is_irrelevant)
+
+        distributions = self._distributions()
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
+        records = manager.trials()
+        finished = [r for r in records if r.status == "FINISHED" and r.value is not None]
+        for record in records:
+            params = {k: v for k, v in record.params.items() if k in distributions}
+            if len(params) != len(distributions):
+                continue
+            params = {k: type(distributions[k].choices[0])(v) if not isinstance(distributions[k].choices[0], bool)
+                      else v == "True" for k, v in params.items()}
+            if record in finished:
+                study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                          value=record.value))
+            else:
+                if record.status == "RUNNING":  # its trainer died mid-run
+                    manager.finish_run(record.run_id, "FAILED")
+                study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                          state=optuna.trial.TrialState.FAIL))
+                if not any(f.params_key == record.params_key for f in finished):
+                    study.enqueue_trial(params, skip_if_exists=False)
+        for params in previous_best:
+            study.enqueue_trial({k: _encode(v) for k, v in params.items() if k in distributions})
+
+        caches: dict[int, ItemPrefixCache] = {}
+        use_cache = start_model.matches_sentence_transformers([data.items[i] for i in item_ids[:2]])
+        results: list[RunResult] = []
+        in_memory: tuple[str, TextToTextModel, HeldOutScores] | None = None
+        attempts = 0
+        while len(finished) < self.initial_max_evals:
+            if attempts >= MAX_ATTEMPTS_PER_TRIAL * self.initial_max_evals:
+                break
+            attempts += 1
+            trial = study.ask(distributions)
+            chosen = {k: _decode(k, v) for k, v in trial.params.items()}
+            params = FineTuningParams(**chosen)
+            key = params_key(params.config())
+            run_id = manager.start_run(params.config(), key, settings.config())
+            number = len(finished) + len(results) + 1
+            on_progress(TrialProgress(number, self.initial_max_evals))
+            try:
+                model = copy.deepcopy(start_model)
+                model.fix_layers(params.num_fixed_layers)
+                cache = None
+                if use_cache:
+                    if params.num_fixed_layers not in caches:
+                        caches[params.num_fixed_layers] = ItemPrefixCache(model, item_ids,
+                                                                          [data.items[i] for i in item_ids])
+                    cache = caches[params.num_fixed_layers]
+                examples = make_click_examples(data.train, self.query_retriever, settings.hard_negatives,
+                                               settings.examination_eta, settings.max_click_weight,
+                                               params.negative_downsampling, settings.seed)
+                result = train_run(
+                    model, examples, train_with_clicks, held_out, settings, params,
+                    item_inputs=lambda ids: [data.items[i] for i in ids], cache=cache,
+                    on_progress=lambda p, n=number: on_progress(TrialProgress(n, self.initial_max_evals, p)),
+                    log_metrics=lambda m, s, r=run_id: manager.log_metrics(r, m, s),
+                    should_stop=should_stop,
+                )
+                best_metrics = {**result.best.as_metrics(), **result.best.distance_shift(result.initial)}
+                value = best_metrics.get(manager.main_metric)
+                if value is None:
+                    raise ValueError(f"main_metric '{manager.main_metric}' is not a logged metric; logged: "
+                                     f"{', '.join(sorted(best_metrics))}")
+                manager.save_model(run_id, model)
+                manager.log_metrics(run_id, {f"best_{k}": v for k, v in best_metrics.items()}, result.steps)
+                manager.finish_run(run_id, "FINISHED")
+                study.tell(trial, value)
+                results.append(result)
+                record = TrialRecord(run_id, key, params.config(), "FINISHED", value)
+                finished.append(record)
+                log.info("trial_finished", run_id=run_id, value=value, params=params.config())
+                if value >= max(r.value for r in finished if r.value is not None):
+                    in_memory = (run_id, model, result.best)  # only the best so far stays in memory
+            except TrainingCanceled:
+                manager.finish_run(run_id, "KILLED")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            except Exception as error:  # noqa: BLE001 - a failed trial is recorded as failed; the search goes on
+                log.warning("trial_failed", run_id=run_id, error=str(error) or type(error).__name__)
+                manager.finish_run(run_id, "FAILED", tags={"es.error": (str(error) or type(error).__name__)[:5000]})
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if not finished:
+            raise RuntimeError(f"every trial of the search failed ({attempts} attempts); see the FAILED runs' "
+                               "es.error tags in MLflow")
+        best_record = max(finished, key=lambda r: r.value if r.value is not None else float("-inf"))
+        if in_memory is not None and in_memory[0] == best_record.run_id:
+            _, best_model, best_scores = in_memory
+        else:  # the best run finished before this process took the task over
+            best_model = load_run_model(manager, best_record.run_id, start_model)
+            best_scores = held_out.score(best_model.encode_queries, lambda ids: best_model.encode_items(
+                [data.items[i] for i in ids]))
+        return IterationResult(best_record.run_id, best_record.params, best_scores, best_model, finished, results)

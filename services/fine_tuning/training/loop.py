@@ -1,0 +1,183 @@
+"""One training run: real batches (one forward and one backward per step, no second pass for metrics),
+a warm-up then step-decay learning-rate schedule that is stepped, held-out evaluation every
+`test_each_n_sessions`, early stopping on the main metric, and the best checkpoint (not the last) kept."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
+from services.fine_tuning.training.examples import ClickExample
+from services.fine_tuning.training.losses import ClickContrastiveLoss, ProbMarginRankingLoss
+from services.fine_tuning.training.models import ItemPrefixCache, TextToTextModel
+from services.fine_tuning.training.settings import FineTuningParams, FineTuningSettings
+
+
+class TrainingCanceled(Exception):
+    """Raised inside a run when its task was canceled."""
+
+
+@dataclass
+class Progress:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class RunResult:
+    best: HeldOutScores
+    best_step: int
+    initial: HeldOutScores
+    train_sessions_per_s: float
+    steps: int
+    stopped_early: bool
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _schedule(settings: FineTuningSettings, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+    warmup = max(1, int(total_steps * settings.warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return settings.gamma ** ((step // steps_per_epoch) // settings.step_size)
+
+    return factor
+
+
+def _loss(settings: FineTuningSettings, params: FineTuningParams, batch: Sequence[ClickExample],
+          queries: torch.Tensor, candidates: torch.Tensor, column: dict[str, int]) -> torch.Tensor:
+    weights = torch.tensor([e.weight for e in batch], dtype=queries.dtype)
+    loss_func = settings.loss_func
+    if isinstance(loss_func, ProbMarginRankingLoss):
+        rows, pos_cols, neg_cols = [], [], []
+        for row, example in enumerate(batch):
+            for negative in example.hard_negatives:
+                rows.append(row)
+                pos_cols.append(column[example.positive])
+                neg_cols.append(column[negative])
+        if not rows:
+            return queries.sum() * 0.0
+        rows_t = torch.tensor(rows)
+        pos = (queries[rows_t] * candidates[torch.tensor(pos_cols)]).sum(-1)
+        neg = (queries[rows_t] * candidates[torch.tensor(neg_cols)]).sum(-1)
+        return loss_func(pos, neg, weights[rows_t], margin=params.margin)
+    if isinstance(loss_func, ClickContrastiveLoss):
+        targets = torch.tensor([column[e.positive] for e in batch])
+        excluded = torch.zeros(len(batch), len(column), dtype=torch.bool)
+        for row, example in enumerate(batch):
+            for item_id in example.related:
+                if item_id != example.positive and item_id in column:
+                    excluded[row, column[item_id]] = True
+        return loss_func(queries, candidates, targets, weights, excluded)
+    raise TypeError(f"unsupported loss {type(loss_func).__name__}: use ClickContrastiveLoss, "
+                    "ProbMarginRankingLoss or CosineProbMarginRankingLoss")
+
+
+def train_run(
+    model: TextToTextModel,
+    examples: Sequence[ClickExample],
+    train_sessions_with_clicks: int,
+    held_out: HeldOutQueries,
+    settings: FineTuningSettings,
+    params: FineTuningParams,
+    item_inputs: Callable[[Sequence[str]], Sequence[Any]],
+    cache: ItemPrefixCache | None = None,
+    on_progress: Callable[[Progress], None] = lambda _: None,
+    log_metrics: Callable[[dict[str, float], int], None] = lambda _m, _s: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RunResult:
+    """Trains `model` in place and leaves it at its best checkpoint by held-out nDCG@10."""
+    if not examples:
+        raise ValueError("no training example: the batch's training sessions have no clicks")
+    seed_everything(settings.seed)
+    model.fix_layers(params.num_fixed_layers)
+
+    def encode_items(item_ids: Sequence[str]) -> torch.Tensor:
+        if cache is not None:
+            return cache.encode(model, item_ids)
+        return model.encode_items(item_inputs(item_ids))
+
+    def evaluate() -> HeldOutScores:
+        model.eval()
+        scores = held_out.score(model.encode_queries, encode_items)
+        model.train()
+        return scores
+
+    optimizer = torch.optim.AdamW(model.parameter_groups(params))
+    steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.num_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings, steps_per_epoch, total_steps))
+    every = settings.test_each_n_sessions
+    eval_every_steps = max(1, round(steps_per_epoch * every) if every <= 1 else round(every / settings.batch_size))
+
+    initial = evaluate()
+    best, best_step, evaluations_without_gain = initial, 0, 0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    history: list[tuple[int, dict[str, float]]] = [(0, initial.as_metrics())]
+    log_metrics(initial.as_metrics(), 0)
+    rng = random.Random(settings.seed)
+    order = list(examples)
+    step, train_seconds, stopped_early, running_loss = 0, 0.0, False, []
+    model.train()
+    for epoch in range(settings.num_epochs):
+        rng.shuffle(order)
+        for start in range(0, len(order), settings.batch_size):
+            if should_stop():
+                raise TrainingCanceled
+            began = time.perf_counter()
+            batch = order[start:start + settings.batch_size]
+            candidates_ids = list(dict.fromkeys(
+                [e.positive for e in batch] + [n for e in batch for n in e.hard_negatives]))
+            column = {item_id: i for i, item_id in enumerate(candidates_ids)}
+            queries = model.encode_queries([e.query for e in batch])  # (B, D)
+            candidates = encode_items(candidates_ids)  # (C, D)
+            loss = _loss(settings, params, batch, queries, candidates, column)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            train_seconds += time.perf_counter() - began
+            running_loss.append(loss.item())
+            step += 1
+            if step % eval_every_steps == 0 or step == total_steps:
+                scores = evaluate()
+                metrics = {**scores.as_metrics(), **scores.distance_shift(initial),
+                           "train_loss": float(np.mean(running_loss)),
+                           "learning_rate": scheduler.get_last_lr()[0]}
+                running_loss = []
+                history.append((step, metrics))
+                log_metrics(metrics, step)
+                on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, metrics))
+                if scores.ndcg_at_10 > best.ndcg_at_10:
+                    best, best_step, evaluations_without_gain = scores, step, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    evaluations_without_gain += 1
+                    if evaluations_without_gain >= settings.early_stopping_patience:
+                        stopped_early = True
+                        break
+        if stopped_early:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    epochs_trained = step / steps_per_epoch
+    sessions_per_s = train_sessions_with_clicks * epochs_trained / train_seconds if train_seconds else 0.0
+    return RunResult(best, best_step, initial, sessions_per_s, step, stopped_early, history)

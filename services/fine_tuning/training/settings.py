@@ -1,0 +1,131 @@
+"""Fine-tuning settings (fixed for a plugin) and parameters (searched per iteration), with the seed's
+names, and the search spaces of the model families we ship."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from services.fine_tuning.training.losses import ClickContrastiveLoss
+
+
+@dataclass
+class FineTuningSettings:
+    """What a plugin fixes for every run of its search.
+
+    Args:
+        loss_func: the loss (default `ClickContrastiveLoss()`); the seed's margin losses also work.
+        step_size: epochs between learning-rate decays of `gamma` (a StepLR schedule after warm-up).
+        gamma: learning-rate decay factor per `step_size` epochs (0 < gamma <= 1).
+        test_each_n_sessions: evaluate on the held-out sessions every this many training sessions; a
+            value <= 1 is a fraction of an epoch (0.5 = twice per epoch). Early stopping and the kept
+            checkpoint follow these evaluations.
+        num_epochs: maximum epochs per run.
+        batch_size: sessions per optimisation step (real batches: one forward and backward per step).
+        max_seq_length: tokens per text (queries and items); None keeps the model's own.
+        early_stopping_patience: evaluations without improvement of the main metric before a run stops.
+        hard_negatives: shown-but-not-clicked results of a session used as its hard negatives.
+        examination_eta: exponent of the examination model, P(examined at position k) = (1/k)^eta;
+            clicks are weighted by its inverse (position-aware), 0 turns that off.
+        max_click_weight: cap of a click's inverse-propensity weight (keeps variance bounded).
+        warmup_ratio: fraction of the steps over which the learning rate warms up linearly.
+        seed: seeds torch, numpy, Python and the search, so a run is repeatable.
+    """
+
+    loss_func: nn.Module = field(default_factory=ClickContrastiveLoss)
+    step_size: int = 1
+    gamma: float = 1.0
+    test_each_n_sessions: float = 1.0
+    num_epochs: int = 3
+    batch_size: int = 64
+    max_seq_length: int | None = 128
+    early_stopping_patience: int = 2
+    hard_negatives: int = 2
+    examination_eta: float = 1.0
+    max_click_weight: float = 10.0
+    warmup_ratio: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "step_size": self.step_size >= 1,
+            "gamma": 0 < self.gamma <= 1,
+            "test_each_n_sessions": self.test_each_n_sessions > 0,
+            "num_epochs": self.num_epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "max_seq_length": self.max_seq_length is None or self.max_seq_length >= 8,
+            "early_stopping_patience": self.early_stopping_patience >= 1,
+            "hard_negatives": self.hard_negatives >= 0,
+            "examination_eta": self.examination_eta >= 0,
+            "max_click_weight": self.max_click_weight >= 1,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"FineTuningSettings: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+
+    def config(self) -> dict[str, Any]:
+        """What goes to MLflow as parameters."""
+        values = {k: v for k, v in asdict(self).items() if k != "loss_func"}
+        loss = self.loss_func
+        loss_config = loss.config() if hasattr(loss, "config") else {"loss": type(loss).__name__}
+        return {**values, **{f"loss.{k}": v for k, v in loss_config.items()}}
+
+
+@dataclass(frozen=True)
+class FineTuningParams:
+    """One point of the search space (one MLflow run)."""
+
+    num_fixed_layers: int
+    query_lr: float
+    items_lr: float
+    query_weight_decay: float
+    items_weight_decay: float
+    margin: float
+    not_irrelevant_only: bool = True
+    negative_downsampling: float = 0.5
+    examples_order: tuple[int, ...] = (11,)
+
+    def __post_init__(self) -> None:
+        if self.num_fixed_layers < 0:
+            raise ValueError(f"num_fixed_layers must be >= 0, not {self.num_fixed_layers}")
+        for name in ("query_lr", "items_lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, not {getattr(self, name)}")
+        if not 0 < self.negative_downsampling <= 1:
+            raise ValueError(f"negative_downsampling must lie in (0, 1], not {self.negative_downsampling}")
+
+    def config(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["examples_order"] = list(self.examples_order)
+        return values
+
+
+# The seed's space, for CLIP ViT-B/32 (12-layer towers): freezing 5 to 8 layers leaves 4 to 7 trainable.
+INITIAL_PARAMS: dict[str, list[Any]] = {
+    "num_fixed_layers": [5, 6, 7, 8],
+    "query_lr": [1e-4, 5e-5, 1e-5, 5e-6, 1e-6, 5e-7],
+    "items_lr": [1e-4, 5e-5, 1e-5, 5e-6, 1e-6, 5e-7],
+    "query_weight_decay": [0.0, 1e-6, 1e-5, 1e-4],
+    "items_weight_decay": [0.0, 1e-6, 1e-5, 1e-4],
+    "margin": [0.01, 0.025, 0.05],
+    "not_irrelevant_only": [True],
+    "negative_downsampling": [0.5],
+    "examples_order": [[11]],
+}
+
+# MiniLM-L6 has 6 layers: freezing 6 of 6 trains nothing, so the space freezes 2 to 4 and searches the
+# learning rates that move a small model (measured on the BBC quality benchmark).
+MINILM_INITIAL_PARAMS: dict[str, list[Any]] = {
+    "num_fixed_layers": [2, 3, 4],
+    "query_lr": [1e-4, 5e-5, 2e-5],
+    "items_lr": [1e-4, 5e-5, 2e-5],
+    "query_weight_decay": [0.0, 1e-2],
+    "items_weight_decay": [0.0, 1e-2],
+    "margin": [0.025, 0.05],
+    "not_irrelevant_only": [True],
+    "negative_downsampling": [0.5],
+    "examples_order": [[11]],
+}

@@ -1,0 +1,74 @@
+"""Each loss against a naive loop that computes the documented formula one pair at a time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from services.fine_tuning.training.losses import (
+    ClickContrastiveLoss,
+    CosineProbMarginRankingLoss,
+    ProbMarginRankingLoss,
+)
+
+
+def unit(rows: int, dim: int = 8, seed: int = 0) -> torch.Tensor:
+    return F.normalize(torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def test_click_contrastive_loss_is_weighted_cross_entropy_over_unexcluded_candidates() -> None:
+    queries, candidates = unit(3, seed=1), unit(5, seed=2)
+    targets = torch.tensor([0, 1, 2])
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    excluded = torch.zeros(3, 5, dtype=torch.bool)
+    excluded[0, 3] = True
+    excluded[2, 0] = True
+    expected_sum, weight_sum = 0.0, 0.0
+    for i in range(3):
+        logits = [20 * float(queries[i] @ candidates[j]) for j in range(5) if not excluded[i, j]]
+        target_logit = 20 * float(queries[i] @ candidates[targets[i]])
+        loss_i = -target_logit + math.log(sum(math.exp(v) for v in logits))
+        expected_sum += float(weights[i]) * loss_i
+        weight_sum += float(weights[i])
+    got = ClickContrastiveLoss(scale=20.0)(queries, candidates, targets, weights, excluded)
+    assert got.item() == pytest.approx(expected_sum / weight_sum, rel=1e-5)
+
+
+def test_an_excluded_candidate_never_acts_as_a_negative() -> None:
+    queries, candidates = unit(2, seed=3), unit(4, seed=4)
+    targets, weights = torch.tensor([0, 1]), torch.ones(2)
+    excluded = torch.zeros(2, 4, dtype=torch.bool)
+    excluded[:, 3] = True
+    loss = ClickContrastiveLoss()
+    before = loss(queries, candidates, targets, weights, excluded)
+    moved = candidates.clone()
+    moved[3] = queries[0]  # as similar to query 0 as it gets: would dominate if it counted
+    assert loss(queries, moved, targets, weights, excluded).item() == pytest.approx(before.item())
+
+
+def test_prob_margin_ranking_loss_is_mean_confidence_times_sigmoid_of_the_gap() -> None:
+    pos, neg = torch.tensor([0.9, 0.2, 0.5]), torch.tensor([0.1, 0.4, 0.5])
+    confidences = torch.tensor([1.0, 0.5, 2.0])
+    expected = sum(float(c) / (1 + math.exp(-(0.3 - (float(p) - float(n)))))
+                   for p, n, c in zip(pos, neg, confidences, strict=True)) / 3
+    assert ProbMarginRankingLoss()(pos, neg, confidences, margin=0.3).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_cosine_loss_really_sharpens_so_the_margin_matters() -> None:
+    pos, neg, confidences = torch.tensor([0.60]), torch.tensor([0.55]), torch.ones(1)
+    plain, cosine = ProbMarginRankingLoss(), CosineProbMarginRankingLoss(sharpness=20.0)
+    plain_effect = plain(pos, neg, confidences, margin=0.1) - plain(pos, neg, confidences, margin=0.0)
+    cosine_effect = cosine(pos, neg, confidences, margin=0.1) - cosine(pos, neg, confidences, margin=0.0)
+    expected = 1 / (1 + math.exp(-20 * (0.1 - 0.05))) - 1 / (1 + math.exp(-20 * (0.0 - 0.05)))
+    assert cosine_effect.item() == pytest.approx(expected, rel=1e-5)
+    assert cosine_effect.item() > 10 * plain_effect.item()
+
+
+@pytest.mark.parametrize("build", [lambda: ClickContrastiveLoss(scale=0), lambda: ProbMarginRankingLoss(base_margin=0),
+                                   lambda: CosineProbMarginRankingLoss(sharpness=-1)])
+def test_invalid_loss_options_are_refused(build) -> None:
+    with pytest.raises(ValueError, match="must be > 0"):
+        build()

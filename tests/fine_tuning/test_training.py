@@ -1,0 +1,96 @@
+"""Fine-tuning on a small simulated batch with the packaged MiniLM: it lowers the loss, keeps the best
+checkpoint by held-out nDCG@10 (the starting model when training did not beat it), records every run
+in MLflow (a real SQLite store), records a failed trial as failed, and a resumed search trains nothing
+it already finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from services.common.mlflow_models import TAG_SHA256
+from services.fine_tuning.plugin import PluginMeta
+from services.fine_tuning.training import (
+    ExperimentsManager,
+    FineTuningBuilder,
+    FineTuningSettings,
+    HeldOutQueries,
+    MetricsAccumulator,
+    TextToTextModel,
+    iteration_scope,
+)
+from tests.fine_tuning.helpers import small_batch
+
+META = PluginMeta("Small Test Plugin", "1.0")
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ES_STATE_DIR", str(tmp_path / "state"))
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def builder_for(batch, manager: ExperimentsManager, space: dict, evals: int) -> FineTuningBuilder:
+    settings = FineTuningSettings(num_epochs=2, batch_size=32, max_seq_length=64, test_each_n_sessions=0.5,
+                                  early_stopping_patience=3, seed=0)
+    return FineTuningBuilder(
+        data_loader=None, query_retriever=batch.retriever, clickstream_parser=None,
+        clickstream_sessions_splitter=None, dataset_fields_normalizer=None, item_storage_producer=None,
+        accumulators=manager.accumulators.values(), experiments_manager=manager, fine_tuning_settings=settings,
+        initial_params=space, ranking_data=batch.ranking_data, initial_max_evals=evals)
+
+
+SPACE = {"num_fixed_layers": [4], "query_lr": [2e-4], "items_lr": [2e-4], "query_weight_decay": [0.0],
+         "items_weight_decay": [0.0], "margin": [0.05]}
+
+
+def test_fine_tuning_keeps_the_best_checkpoint_and_records_the_runs(minilm: TextToTextModel, tmp_path: Path,
+                                                               tracking_uri: str) -> None:
+    batch = small_batch(minilm, tmp_path / "data")
+    manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10", [MetricsAccumulator("train_loss", True)])
+    with iteration_scope(META, batch_id="batch-1", task_id="task-1"):
+        result = builder_for(batch, manager, SPACE, evals=1).run(minilm)
+    run = result.runs[0]
+    losses = [metrics["train_loss"] for _, metrics in run.history if "train_loss" in metrics]
+    assert losses[-1] < losses[0]
+    assert len(run.history) >= 3  # the starting model, then every half epoch
+    best_step_ndcg = dict(run.history)[run.best_step]["test_ndcg_at_10"]
+    assert best_step_ndcg == max(metrics["test_ndcg_at_10"] for _, metrics in run.history)
+    assert result.best_scores.ndcg_at_10 == pytest.approx(best_step_ndcg)
+    # The model handed back is that checkpoint: scoring it again gives the same held-out nDCG@10.
+    held_out = HeldOutQueries(batch.ranking_data.test, list(batch.ranking_data.items), batch.retriever)
+    again = held_out.score(result.model.encode_queries,
+                           lambda ids: result.model.encode_items([batch.ranking_data.items[i] for i in ids]))
+    assert again.ndcg_at_10 == pytest.approx(best_step_ndcg, abs=0.02)  # cached states are bfloat16
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("iteration / Small Test Plugin / batch-1")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert runs[0].data.tags[TAG_SHA256]
+    assert runs[0].data.metrics["best_test_ndcg_at_10"] == pytest.approx(result.best_scores.ndcg_at_10)
+    assert "train_loss_mean" in runs[0].data.metrics
+    assert len(client.get_metric_history(runs[0].info.run_id, "test_ndcg_at_10")) == len(run.history)
+
+    with iteration_scope(META, batch_id="batch-1", task_id="task-1"):
+        resumed = builder_for(batch, manager, SPACE, evals=1).run(minilm)
+    assert resumed.runs == []  # nothing trained again
+    assert resumed.best_run_id == result.best_run_id
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+
+
+def test_failed_trials_are_recorded_as_failed_with_the_reason(minilm: TextToTextModel, tmp_path: Path,
+                                                                 tracking_uri: str) -> None:
+    batch = small_batch(minilm, tmp_path / "data", sessions=200)
+    manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10")
+    space = {**SPACE, "num_fixed_layers": [6]}  # freezing 6 of 6 layers is an error
+    with iteration_scope(META, batch_id="batch-2", task_id="task-2"), \
+            pytest.raises(RuntimeError, match="every trial of the search failed"):
+        builder_for(batch, manager, space, evals=1).run(minilm)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("iteration / Small Test Plugin / batch-2")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    assert all("freezing every layer trains nothing" in r.data.tags["es.error"] for r in runs)

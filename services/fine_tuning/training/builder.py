@@ -65,12 +65,12 @@ def _decode(name: str, value: Any) -> Any:
     return tuple(json.loads(value)) if name == "examples_order" and isinstance(value, str) else value
 
 
-def load_run_model(manager: ExperimentsManager, run_id: str, like: TextToTextModel) -> TextToTextModel:
-    """The model a run saved, wrapped like `like` (same sequence length)."""
+def load_run_model(manager: ExperimentsManager, run_id: str, max_seq_length: int | None) -> TextToTextModel:
+    """The model a run saved (its archive checked against the recorded sha256)."""
     with tempfile.TemporaryDirectory(prefix="es-run-model-") as folder:
         tar_path, _ = download_model_archive(manager.client, run_id, Path(folder))
         path = extract_model_archive(tar_path, Path(folder) / "model")
-        return TextToTextModel(SentenceTransformer(str(path), device="cpu"), like.model.max_seq_length)
+        return TextToTextModel(SentenceTransformer(str(path), device="cpu"), max_seq_length)
 
 
 class FineTuningBuilder:
@@ -222,7 +222,7 @@ class FineTuningBuilder:
         if in_memory is not None and in_memory[0] == best_record.run_id:
             _, best_model, best_scores = in_memory
         else:  # the best run finished before this process took the task over
-            best_model = load_run_model(manager, best_record.run_id, start_model)
+            best_model = load_run_model(manager, best_record.run_id, start_model.model.max_seq_length)
             best_scores = held_out.score(best_model.encode_queries, lambda ids: best_model.encode_items(
                 [data.items[i] for i in ids]))
         return IterationResult(best_record.run_id, best_record.params, best_scores, best_model, finished, results)

@@ -22,6 +22,7 @@ from services.common.cli_support import JsonOption, as_dict, emit, load_settings
 from services.common.client import open_channel
 from services.common.server import run_service
 from services.common.settings import Limits
+from services.evaluation import cli as evaluation_cli
 from services.registry import cli as registry_cli
 
 app = typer.Typer(help="Embedding Studio: turn search clickstream into better embedding models.",
@@ -29,6 +30,8 @@ app = typer.Typer(help="Embedding Studio: turn search clickstream into better em
 batch_app = typer.Typer(help="Clickstream batches (the ingest service).", no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
 app.add_typer(registry_cli.app, name="model")
+app.command()(evaluation_cli.emulate)
+app.command()(evaluation_cli.evaluate)
 
 class ServiceName(StrEnum):
     ingest = "ingest"

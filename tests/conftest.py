@@ -8,7 +8,13 @@ import pytest
 
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
 from services.common.settings import Limits, Settings
-from tests.servers import InProcessService, NatsServer, PostgresDatabase
+from tests.servers import InProcessService, NatsServer, PostgresDatabase, kill_leftover_services
+
+
+@pytest.fixture(autouse=True)
+def _no_service_outlives_its_test() -> Iterator[None]:
+    yield
+    kill_leftover_services()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import ClassVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -89,7 +90,10 @@ class NatsServer:
 
 
 class ServiceProcess:
-    """`es serve <service>` as a child process, so tests can SIGTERM or SIGKILL it."""
+    """`es serve <service>` as a child process, so tests can SIGTERM or SIGKILL it. Whatever a test
+    leaves running (it failed before stopping its service) is killed by `kill_leftover_services()`."""
+
+    running: ClassVar[set[subprocess.Popen[bytes]]] = set()
 
     def __init__(self, service: str, env: dict[str, str], log_path: Path, port: int | None = None) -> None:
         self.service = service
@@ -105,6 +109,7 @@ class ServiceProcess:
                 [str(VENV_BIN / "es"), "serve", self.service, "--port", str(self.port)],
                 env=self.env, stdout=log, stderr=log, cwd=REPO_ROOT,
             )
+        ServiceProcess.running.add(self.process)
         if wait:
             wait_healthy(self.address)
         return self
@@ -121,6 +126,14 @@ class ServiceProcess:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def kill_leftover_services() -> None:
+    for process in list(ServiceProcess.running):
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        ServiceProcess.running.discard(process)
 
 
 class InProcessService:

@@ -1,13 +1,18 @@
 """A real S3-compatible server on loopback for the tests: moto's server (`moto_server`), started as a
-child process on a free port. boto3 reaches it through the standard `AWS_*` environment variables."""
+child process on a free port. boto3 reaches it through the standard `AWS_*` environment variables.
+
+The session-scoped `s3_server` fixture and the `s3` fixture are imported by the conftest of each test
+folder that needs them."""
 
 from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import pytest
 
 from tests.servers import VENV_BIN, free_port, wait_for_port
 
@@ -51,3 +56,18 @@ class S3Server:
         name = f"test-{uuid.uuid4().hex[:12]}"
         self.client().create_bucket(Bucket=name)
         return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The S3 server, with boto3 pointed at it through the standard AWS variables."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server

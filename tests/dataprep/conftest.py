@@ -12,7 +12,7 @@ import pytest
 
 from services.api.embedding_studio.v1 import dataprep_pb2_grpc
 from services.common.settings import Limits, Settings
-from tests.s3_server import S3Server
+from tests.s3_server import s3, s3_server  # noqa: F401 - the fixtures, for this folder's tests
 from tests.servers import InProcessService, NatsServer
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -29,21 +29,6 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 def clickstream_db_url(tmp_path: Path) -> str:
     # The store's two back-ends are ingest's tests' business; dataprep only reads through its API.
     return f"sqlite:///{tmp_path / 'clickstream.db'}"
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    server = S3Server().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
-    """The S3 server, with boto3 pointed at it through the standard AWS variables."""
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
-    return s3_server
 
 
 def write_items(path: Path, items: dict[str, str]) -> Path:

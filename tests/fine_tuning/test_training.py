@@ -26,12 +26,6 @@ from tests.fine_tuning.helpers import small_batch
 META = PluginMeta("Small Test Plugin", "1.0")
 
 
-@pytest.fixture
-def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ES_STATE_DIR", str(tmp_path / "state"))
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
 def builder_for(batch, manager: ExperimentsManager, space: dict, evals: int) -> FineTuningBuilder:
     settings = FineTuningSettings(num_epochs=2, batch_size=32, max_seq_length=64, test_each_n_sessions=0.5,
                                   early_stopping_patience=3, seed=0)

@@ -9,8 +9,15 @@ from services.fine_tuning.training.losses import (
     CosineProbMarginRankingLoss,
     ProbMarginRankingLoss,
 )
-from services.fine_tuning.training.models import ItemPrefixCache, TextToTextModel
+from services.fine_tuning.training.models import (
+    EmbeddingModel,
+    ItemPrefixCache,
+    TextToImageCLIPModel,
+    TextToTextModel,
+    load_model,
+)
 from services.fine_tuning.training.settings import (
+    CLIP_INITIAL_PARAMS,
     INITIAL_PARAMS,
     MINILM_INITIAL_PARAMS,
     FineTuningParams,
@@ -18,10 +25,12 @@ from services.fine_tuning.training.settings import (
 )
 
 __all__ = [
+    "CLIP_INITIAL_PARAMS",
     "INITIAL_PARAMS",
     "MINILM_INITIAL_PARAMS",
     "ClickContrastiveLoss",
     "CosineProbMarginRankingLoss",
+    "EmbeddingModel",
     "ExperimentsManager",
     "FineTuningBuilder",
     "FineTuningParams",
@@ -32,7 +41,9 @@ __all__ = [
     "IterationResult",
     "MetricsAccumulator",
     "ProbMarginRankingLoss",
+    "TextToImageCLIPModel",
     "TextToTextModel",
     "TrialProgress",
     "iteration_scope",
+    "load_model",
 ]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from sentence_transformers import SentenceTransformer
 
 from services.common.logging import get_logger
 from services.common.mlflow_models import download_model_archive, extract_model_archive
@@ -25,7 +24,7 @@ from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScor
 from services.fine_tuning.training.examples import make_click_examples
 from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
 from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
-from services.fine_tuning.training.models import ItemPrefixCache, TextToTextModel
+from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache, TextToTextModel, load_model
 from services.fine_tuning.training.settings import FineTuningParams, FineTuningSettings
 
 log = get_logger("fine_tuning")
@@ -48,10 +47,13 @@ class TrialProgress:
 
 @dataclass
 class IterationResult:
+    """The iteration's best run, with its held-out scores and the start model's, scored the same way."""
+
     best_run_id: str
     best_params: dict[str, Any]
     best_scores: HeldOutScores
-    model: TextToTextModel
+    start_scores: HeldOutScores
+    model: EmbeddingModel
     trials: list[TrialRecord] = field(default_factory=list)
     runs: list[RunResult] = field(default_factory=list)
 
@@ -65,12 +67,27 @@ def _decode(name: str, value: Any) -> Any:
     return tuple(json.loads(value)) if name == "examples_order" and isinstance(value, str) else value
 
 
-def load_run_model(manager: ExperimentsManager, run_id: str, max_seq_length: int | None) -> TextToTextModel:
-    """The model a run saved (its archive checked against the recorded sha256)."""
+def _typed(params: dict[str, Any], distributions: dict[str, optuna.distributions.CategoricalDistribution]
+           ) -> dict[str, Any]:
+    """A parameter set as the search's choices spell it (MLflow hands parameters back as strings)."""
+    typed = {}
+    for name, value in params.items():
+        if name not in distributions:
+            continue
+        example = distributions[name].choices[0]
+        if isinstance(value, str) and not isinstance(example, str):
+            value = value == "True" if isinstance(example, bool) else type(example)(value)
+        typed[name] = _encode(value)
+    return typed
+
+
+def load_run_model(manager: ExperimentsManager, run_id: str, max_seq_length: int | None) -> EmbeddingModel:
+    """The model a run saved (its archive checked against the recorded sha256), in the wrapper its
+    layout calls for (`models.load_model`)."""
     with tempfile.TemporaryDirectory(prefix="es-run-model-") as folder:
         tar_path, _ = download_model_archive(manager.client, run_id, Path(folder))
         path = extract_model_archive(tar_path, Path(folder) / "model")
-        return TextToTextModel(SentenceTransformer(str(path), device="cpu"), max_seq_length)
+        return load_model(path, max_seq_length)
 
 
 class FineTuningBuilder:
@@ -118,7 +135,7 @@ class FineTuningBuilder:
         return {name: optuna.distributions.CategoricalDistribution([_encode(c) for c in choices])
                 for name, choices in self.initial_params.items()}
 
-    def run(self, start_model: TextToTextModel, on_progress: Callable[[TrialProgress], None] = lambda _: None,
+    def run(self, start_model: EmbeddingModel, on_progress: Callable[[TrialProgress], None] = lambda _: None,
             should_stop: Callable[[], bool] = lambda: False, previous_best: Sequence[dict[str, Any]] = ()
             ) -> IterationResult:
         """Runs (or resumes) the search from `start_model`; returns the best run by the main metric.
@@ -139,11 +156,9 @@ class FineTuningBuilder:
         records = manager.trials()
         finished = [r for r in records if r.status == "FINISHED" and r.value is not None]
         for record in records:
-            params = {k: v for k, v in record.params.items() if k in distributions}
+            params = _typed(record.params, distributions)
             if len(params) != len(distributions):
                 continue
-            params = {k: type(distributions[k].choices[0])(v) if not isinstance(distributions[k].choices[0], bool)
-                      else v == "True" for k, v in params.items()}
             if record in finished:
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                           value=record.value))
@@ -155,12 +170,13 @@ class FineTuningBuilder:
                 if not any(f.params_key == record.params_key for f in finished):
                     study.enqueue_trial(params, skip_if_exists=False)
         for params in previous_best:
-            study.enqueue_trial({k: _encode(v) for k, v in params.items() if k in distributions})
+            study.enqueue_trial(_typed(params, distributions))
 
         caches: dict[int, ItemPrefixCache] = {}
-        use_cache = start_model.matches_sentence_transformers([data.items[i] for i in item_ids[:2]])
+        use_cache = (isinstance(start_model, TextToTextModel)
+                     and start_model.matches_sentence_transformers([data.items[i] for i in item_ids[:2]]))
         results: list[RunResult] = []
-        in_memory: tuple[str, TextToTextModel, HeldOutScores] | None = None
+        in_memory: tuple[str, EmbeddingModel, HeldOutScores, HeldOutScores] | None = None
         attempts = 0
         while len(finished) < self.initial_max_evals:
             if attempts >= MAX_ATTEMPTS_PER_TRIAL * self.initial_max_evals:
@@ -171,7 +187,7 @@ class FineTuningBuilder:
             params = FineTuningParams(**chosen)
             key = params_key(params.config())
             run_id = manager.start_run(params.config(), key, settings.config())
-            number = len(finished) + len(results) + 1
+            number = len(finished) + 1  # finished holds the runs of earlier processes and of this one
             on_progress(TrialProgress(number, self.initial_max_evals))
             try:
                 model = copy.deepcopy(start_model)
@@ -206,7 +222,7 @@ class FineTuningBuilder:
                 finished.append(record)
                 log.info("trial_finished", run_id=run_id, value=value, params=params.config())
                 if value >= max(r.value for r in finished if r.value is not None):
-                    in_memory = (run_id, model, result.best)  # only the best so far stays in memory
+                    in_memory = (run_id, model, result.best, result.initial)  # only the best so far stays in memory
             except TrainingCanceled:
                 manager.finish_run(run_id, "KILLED")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -220,9 +236,16 @@ class FineTuningBuilder:
                                "es.error tags in MLflow")
         best_record = max(finished, key=lambda r: r.value if r.value is not None else float("-inf"))
         if in_memory is not None and in_memory[0] == best_record.run_id:
-            _, best_model, best_scores = in_memory
-        else:  # the best run finished before this process took the task over
-            best_model = load_run_model(manager, best_record.run_id, start_model.model.max_seq_length)
-            best_scores = held_out.score(best_model.encode_queries, lambda ids: best_model.encode_items(
-                [data.items[i] for i in ids]))
-        return IterationResult(best_record.run_id, best_record.params, best_scores, best_model, finished, results)
+            # The start model's scores from the best run's own loop: scored the same way (same item cache).
+            _, best_model, best_scores, start_scores = in_memory
+        else:  # the best run finished before this process took the task over: score both afresh
+            best_model = load_run_model(manager, best_record.run_id, start_model.max_seq_length)
+            best_scores, start_scores = self.score(best_model), self.score(start_model)
+        return IterationResult(best_record.run_id, best_record.params, best_scores, start_scores, best_model,
+                               finished, results)
+
+    def score(self, model: EmbeddingModel) -> HeldOutScores:
+        """`model`'s ranking metrics on the batch's held-out sessions."""
+        data = self.ranking_data
+        held_out = HeldOutQueries(data.test, list(data.items), self.query_retriever)
+        return held_out.score(model.encode_queries, lambda ids: model.encode_items([data.items[i] for i in ids]))

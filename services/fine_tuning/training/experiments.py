@@ -73,7 +73,7 @@ class TrialRecord:
     params_key: str
     params: dict[str, Any]
     status: str  # MLflow run status: FINISHED, FAILED, KILLED, RUNNING
-    value: float | None  # the main metric, for finished runs
+    value: float | None  # the main metric at the run's best checkpoint, for finished runs
 
 
 class ExperimentsManager:
@@ -194,4 +194,5 @@ class ExperimentsManager:
             order_by=["attributes.start_time ASC"], max_results=10_000)
         return [TrialRecord(run.info.run_id, run.data.tags.get(TAG_PARAMS_KEY, ""),
                             {k: v for k, v in run.data.params.items() if not k.startswith("settings.")},
-                            run.info.status, run.data.metrics.get(self.main_metric)) for run in runs]
+                            run.info.status, run.data.metrics.get(f"best_{self.main_metric}"))
+                for run in runs]

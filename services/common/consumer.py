@@ -21,6 +21,15 @@ from services.common.nats import STREAM, NatsConnection
 log = get_logger("consumer")
 
 
+class RetryLater(Exception):
+    """Raised by a handler that cannot do the work yet (e.g. another replica holds it): the message is
+    redelivered after `delay_s`, and nothing is logged as failed."""
+
+    def __init__(self, reason: str, delay_s: float) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
 class DurablePullConsumer:
     """Runs `handler(msg)` for each message of `subject` through the durable consumer `durable`.
 
@@ -103,6 +112,10 @@ class DurablePullConsumer:
             with contextlib.suppress(Exception):
                 await asyncio.shield(message.nak())
             raise
+        except RetryLater as later:
+            self._log.info("message_deferred", reason=str(later), retry_s=later.delay_s)
+            await message.nak(delay=later.delay_s)
+            return
         except Exception as error:  # noqa: BLE001 - any failure means "try this message again later"
             self._log.warning("message_failed", error=str(error) or type(error).__name__,
                               delivered=message.metadata.num_delivered, retry_s=self._retry_delay_s)

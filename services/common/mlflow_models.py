@@ -4,6 +4,7 @@ archive (a tar of a sentence-transformers folder, recorded with its sha256) and 
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +36,20 @@ BEST_ALIAS = "champion"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # MLflow refuses "/" and ":" in model names, and its search filters quote names with "'".
 _NAME_FORBIDDEN = ("/", ":", "'")
+
+
+# MLflow's HTTP client retries a refused connection 7 times with exponential backoff (minutes); a
+# caller should hear UNAVAILABLE within seconds instead, and retry itself. Its artifact transfers draw
+# progress bars, which would land in a service's JSON log. MLflow reads both from the environment
+# only; an operator's own values win.
+_MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+def apply_mlflow_client_defaults() -> None:
+    """Sets the MLflow client's retry and progress-bar defaults of a service (before its first call)."""
+    for name, value in _MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 class ModelArchiveError(Exception):

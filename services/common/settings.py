@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="Server certificate (PEM); with ES_TLS_KEY turns TLS on.")
     tls_key: Path | None = Field(None, description="Server private key (PEM).")
     tls_ca: Path | None = Field(None, description="CA (PEM) clients verify servers with; servers require client certs.")
+    trainer_lease_s: float = Field(60.0, gt=0, description=(
+        "Seconds a trainer replica's claim on a task outlives its last heartbeat; also how long NATS waits "
+        "before redelivering a task whose replica died."))
     shutdown_grace_s: float = Field(10.0, ge=0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
     log_level: str = "info"
     log_format: str = Field("json", pattern="^(json|console)$")

@@ -160,13 +160,15 @@ class DatasetMaker:
         raise NotFound(f"no dataset of plugin {fine_tuning_method!r} {plugin_version} for batch {batch_id!r}; "
                        f"PrepareDataset makes it")
 
-    async def announce(self, dataset: pb.Dataset, task_id: str) -> None:
-        """Publishes es.dataprep.dataset.ready or .failed; the Nats-Msg-Id names the dataset, the outcome
-        and the task, so a retried announcement is dropped while another task's is not."""
+    async def announce(self, dataset: pb.Dataset, task_id: str, attempt: int = 0) -> None:
+        """Publishes es.dataprep.dataset.ready or .failed; the Nats-Msg-Id names the dataset, the outcome,
+        the task and its attempt, so a retried announcement is dropped while another task's (or a restarted
+        task's) is not."""
         ready = dataset.status == pb.DATASET_STATUS_READY
         subject = DATASET_READY if ready else DATASET_FAILED
-        event = (events_pb2.DatasetReady if ready else events_pb2.DatasetFailed)(task_id=task_id, dataset=dataset)
+        event = (events_pb2.DatasetReady if ready else events_pb2.DatasetFailed)(task_id=task_id, dataset=dataset,
+                                                                                  attempt=attempt)
         name = dataset.dataset_id or f"{dataset.fine_tuning_method}/{dataset.batch_id}"
-        msg_id = f"dataset:{name}:{'ready' if ready else 'failed'}:task:{task_id}"
+        msg_id = f"dataset:{name}:{'ready' if ready else 'failed'}:task:{task_id}:{attempt}"
         fresh = await self._nats.publish(subject, event.SerializeToString(), msg_id)
         log.info("dataset_announced", subject=subject, msg_id=msg_id, duplicate=not fresh)

@@ -29,7 +29,7 @@ class DataprepWorker:
             log.error("request_unreadable", subject=message.subject, bytes=len(message.data))
             return
         log.info("dataset_requested", task_id=request.task_id, fine_tuning_method=request.fine_tuning_method,
-                 batch_id=request.batch_id, delivered=message.metadata.num_delivered)
+                 batch_id=request.batch_id, attempt=request.attempt, delivered=message.metadata.num_delivered)
         try:
             dataset = await self._maker.make(request.fine_tuning_method, request.batch_id)
         except Unavailable:
@@ -38,4 +38,4 @@ class DataprepWorker:
             dataset = dataprep_pb2.Dataset(fine_tuning_method=request.fine_tuning_method, batch_id=request.batch_id,
                                            status=dataprep_pb2.DATASET_STATUS_FAILED, error=error.message)
         # Raises when NATS does not take it, so the request is redelivered and announced again.
-        await self._maker.announce(dataset, request.task_id)
+        await self._maker.announce(dataset, request.task_id, request.attempt)

@@ -3,11 +3,11 @@ them in order."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 
 from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc
 from services.common.logging import get_logger
+from services.common.mlflow_models import apply_mlflow_client_defaults
 from services.common.nats import NatsConnection
 from services.common.server import GrpcHost, Registration
 from services.common.settings import Limits, Settings
@@ -20,19 +20,11 @@ SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_
 
 log = get_logger("registry")
 
-# MLflow's HTTP client retries a refused connection 7 times with exponential backoff (minutes); a
-# caller should hear UNAVAILABLE within seconds instead, and retry itself. Its artifact downloads draw
-# progress bars, which would land in the service's JSON log. MLflow reads both from the environment
-# only; an operator's own values win.
-_MLFLOW_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-
 
 async def start(settings: Settings, limits: Limits, host: str, port: int) -> Callable[[], Awaitable[None]]:
     """Brings the service up and returns its shutdown: health, server (in-flight RPCs finish),
     announcer, NATS drain."""
-    for name, value in _MLFLOW_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    apply_mlflow_client_defaults()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = ModelStore(settings.mlflow_tracking_uri)
     nats = NatsConnection(settings.nats_url, name="es-registry")

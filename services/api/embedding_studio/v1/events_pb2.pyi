@@ -16,30 +16,36 @@ class BatchReleased(_message.Message):
     def __init__(self, batch: _Optional[_Union[_clickstream_pb2.Batch, _Mapping]] = ...) -> None: ...
 
 class DataprepRequested(_message.Message):
-    __slots__ = ("task_id", "fine_tuning_method", "batch_id")
+    __slots__ = ("task_id", "fine_tuning_method", "batch_id", "attempt")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     fine_tuning_method: str
     batch_id: str
-    def __init__(self, task_id: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
+    attempt: int
+    def __init__(self, task_id: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class DatasetReady(_message.Message):
-    __slots__ = ("task_id", "dataset")
+    __slots__ = ("task_id", "dataset", "attempt")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     dataset: _dataprep_pb2.Dataset
-    def __init__(self, task_id: _Optional[str] = ..., dataset: _Optional[_Union[_dataprep_pb2.Dataset, _Mapping]] = ...) -> None: ...
+    attempt: int
+    def __init__(self, task_id: _Optional[str] = ..., dataset: _Optional[_Union[_dataprep_pb2.Dataset, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class DatasetFailed(_message.Message):
-    __slots__ = ("task_id", "dataset")
+    __slots__ = ("task_id", "dataset", "attempt")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     dataset: _dataprep_pb2.Dataset
-    def __init__(self, task_id: _Optional[str] = ..., dataset: _Optional[_Union[_dataprep_pb2.Dataset, _Mapping]] = ...) -> None: ...
+    attempt: int
+    def __init__(self, task_id: _Optional[str] = ..., dataset: _Optional[_Union[_dataprep_pb2.Dataset, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class TaskUpdated(_message.Message):
     __slots__ = ("task",)

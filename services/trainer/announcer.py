@@ -1,0 +1,66 @@
+"""Announces from the task records (DESIGN.md: state in NATS itself is re-published from that state):
+`es.dataprep.requested` for each pending task's current attempt, and `es.trainer.task.updated` after a
+task's status changed. A record says what was announced, so a NATS outage or a restart delays an
+announcement but never loses it; a re-publish after a crash between "published" and "recorded" has the
+same Nats-Msg-Id and is dropped by the stream."""
+
+from __future__ import annotations
+
+from services.api.embedding_studio.v1 import events_pb2
+from services.common.nats import DATAPREP_REQUESTED, TASK_UPDATED, NatsConnection
+from services.common.relay import AnnouncementRelay
+from services.trainer.tasks import TaskRecord, TaskStore
+
+
+def dataprep_request_id(task_id: str, attempt: int) -> str:
+    return f"dataprep-requested:task:{task_id}:{attempt}"
+
+
+class TaskAnnouncer(AnnouncementRelay):
+    name = "trainer.announcer"
+
+    def __init__(self, store: TaskStore, nats: NatsConnection, idle_poll_s: float = 5.0) -> None:
+        super().__init__(nats, idle_poll_s)
+        self._store = store
+
+    async def publish_pending(self) -> int:
+        found = 0
+        for record in await self._store.all():
+            if record.needs_dataprep_request:
+                await self._request_dataset(record)
+                found += 1
+            if record.needs_update_announcement:
+                await self._announce_update(record)
+                found += 1
+        return found
+
+    async def _request_dataset(self, record: TaskRecord) -> None:
+        task = record.task
+        attempt = task.attempt
+        event = events_pb2.DataprepRequested(task_id=task.task_id, fine_tuning_method=task.fine_tuning_method,
+                                             batch_id=task.batch_id, attempt=attempt)
+        await self._nats.publish(DATAPREP_REQUESTED, event.SerializeToString(),
+                                 dataprep_request_id(task.task_id, attempt))
+
+        def mark(latest: TaskRecord) -> bool:
+            if latest.announced_attempt >= attempt:
+                return False
+            latest.announced_attempt = attempt
+            return True
+
+        await self._store.mutate(task.task_id, mark)
+        self._log.info("dataprep_requested", task_id=task.task_id, attempt=attempt, batch_id=task.batch_id)
+
+    async def _announce_update(self, record: TaskRecord) -> None:
+        changes = record.changes
+        event = events_pb2.TaskUpdated(task=record.task)
+        await self._nats.publish(TASK_UPDATED, event.SerializeToString(),
+                                 f"task-updated:{record.task.task_id}:{changes}")
+
+        def mark(latest: TaskRecord) -> bool:
+            if latest.announced_changes >= changes:
+                return False
+            latest.announced_changes = changes
+            return True
+
+        await self._store.mutate(record.task.task_id, mark)

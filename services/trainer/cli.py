@@ -1,0 +1,183 @@
+"""`es task create|get|list|watch|cancel|restart`: fine-tuning tasks (the trainer service)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Annotated
+
+import grpc
+import typer
+from google.protobuf import json_format, struct_pb2
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.api.embedding_studio.v1 import trainer_pb2 as pb
+from services.api.embedding_studio.v1 import trainer_pb2_grpc
+from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
+from services.common.client import open_channel
+
+app = typer.Typer(help="Fine-tuning tasks (the trainer service).", no_args_is_help=True)
+
+def status_name(status: int) -> str:
+    return pb.TaskStatus.Name(status).removeprefix("TASK_STATUS_").lower()
+
+
+def task_lines(task: pb.Task) -> list[str]:
+    lines = [f"task {task.task_id}: {status_name(task.status)} ({task.progress.stage or '-'}), "
+             f"plugin {task.fine_tuning_method!r}, batch {task.batch_id}, attempt {task.attempt}"]
+    if task.error:
+        lines.append(f"error: {task.error}")
+    if task.model_version:
+        lines.append(f"model version {task.model_version} "
+                     f"({'promoted to best' if task.promoted else 'not promoted: it did not beat the best'})")
+    if task.best_model_url:
+        lines.append(f"best model: {task.best_model_url} "
+                     f"(es model download {json.dumps(task.fine_tuning_method)})")
+    return lines
+
+
+def _stub(channel: grpc.Channel) -> trainer_pb2_grpc.TrainerServiceStub:
+    return trainer_pb2_grpc.TrainerServiceStub(channel)
+
+
+@app.command("create")
+def create(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    batch_id: Annotated[str, typer.Option(help="Batch to train on; default: release the collecting one.")] = "",
+    idempotency_key: Annotated[str | None, typer.Option(help="A retry with the same key returns the same task. "
+                                                             "Default: a fresh one.")] = None,
+    metadata: Annotated[str, typer.Option(help="JSON object stored with the task.")] = "{}",
+    as_json: JsonOption = False,
+) -> None:
+    """Queue a fine-tuning task."""
+    settings = load_settings()
+    try:
+        meta = json_format.ParseDict(json.loads(metadata), struct_pb2.Struct())
+    except (ValueError, json_format.ParseError) as error:
+        typer.echo(f"error: --metadata must be a JSON object: {error}", err=True)
+        raise typer.Exit(2) from error
+    request = pb.CreateTaskRequest(fine_tuning_method=plugin, batch_id=batch_id, metadata=meta,
+                                   idempotency_key=idempotency_key or f"cli-{uuid.uuid4()}")
+    with open_channel(settings.trainer_addr, settings) as channel:
+        try:
+            response = _stub(channel).CreateTask(request, timeout=60)
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.trainer_addr) from error
+    note = " (already created under this idempotency key)" if response.duplicate else ""
+    emit(as_dict(response), as_json, [*task_lines(response.task), f"created{note}; follow it with: "
+                                      f"es task watch {response.task.task_id}"])
+
+
+@app.command("get")
+def get(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
+    """Show a task."""
+    settings = load_settings()
+    with open_channel(settings.trainer_addr, settings) as channel:
+        try:
+            task = _stub(channel).GetTask(pb.GetTaskRequest(task_id=task_id), timeout=30).task
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.trainer_addr) from error
+    emit(as_dict(task), as_json, task_lines(task))
+
+
+@app.command("list")
+def list_tasks(
+    plugin: Annotated[str, typer.Option(help="Only this plugin's tasks.")] = "",
+    status: Annotated[str, typer.Option(help="Only tasks in this status: pending, processing, done, canceled, "
+                                             "error.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """List tasks, newest first."""
+    settings = load_settings()
+    wanted = 0
+    if status:
+        try:
+            wanted = pb.TaskStatus.Value(f"TASK_STATUS_{status.upper()}")
+        except ValueError as error:
+            typer.echo(f"error: --status {status!r} is not one of pending, processing, done, canceled, error",
+                       err=True)
+            raise typer.Exit(2) from error
+    tasks: list[pb.Task] = []
+    token = ""
+    with open_channel(settings.trainer_addr, settings) as channel:
+        while True:
+            try:
+                response = _stub(channel).ListTasks(pb.ListTasksRequest(
+                    fine_tuning_method=plugin, status=wanted, page_token=token), timeout=30)
+            except grpc.RpcError as error:
+                raise rpc_failed(error, settings.trainer_addr) from error
+            tasks.extend(response.tasks)
+            token = response.next_page_token
+            if not token:
+                break
+    emit({"tasks": [as_dict(t) for t in tasks]}, as_json,
+         [task_lines(t)[0] for t in tasks] or ["no tasks"])
+
+
+def follow(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str, console: Console) -> pb.Task:
+    """Streams the task's progress to stderr as progress bars (one per trial) until it ends."""
+    last: pb.Task | None = None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[detail]}"), console=console, transient=False) as bars:
+        bar = None
+        trial = 0
+        for update in _updates(stub, task_id):
+            last = update
+            progress = update.progress
+            if progress.trial and progress.trial != trial:
+                trial = progress.trial
+                bar = bars.add_task(f"trial {trial}/{progress.trials_total}", total=progress.steps_total or None,
+                                    detail="")
+            if bar is None:
+                bar = bars.add_task(progress.stage or status_name(update.status), total=None, detail="")
+            ndcg = progress.metrics.get("test_ndcg_at_10")
+            detail = f"{progress.stage}" + (f", held-out nDCG@10 {ndcg:.4f}" if ndcg is not None else "")
+            bars.update(bar, completed=progress.step, total=progress.steps_total or None, detail=detail)
+    if last is None:
+        raise RuntimeError(f"WatchTask of {task_id} ended without sending the task")
+    return last
+
+
+def _updates(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str) -> Iterable[pb.Task]:
+    for response in stub.WatchTask(pb.WatchTaskRequest(task_id=task_id)):
+        yield response.task
+
+
+@app.command("watch")
+def watch(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
+    """Follow a task's progress (stage, trial, step, held-out nDCG@10) until it ends."""
+    settings = load_settings()
+    with open_channel(settings.trainer_addr, settings) as channel:
+        try:
+            task = follow(_stub(channel), task_id, Console(stderr=True))
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.trainer_addr) from error
+    emit(as_dict(task), as_json, task_lines(task))
+    if task.status != pb.TASK_STATUS_DONE:
+        raise typer.Exit(1)
+
+
+@app.command("cancel")
+def cancel(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
+    """Cancel a pending or running task (a running training stops within seconds)."""
+    settings = load_settings()
+    with open_channel(settings.trainer_addr, settings) as channel:
+        try:
+            task = _stub(channel).CancelTask(pb.CancelTaskRequest(task_id=task_id), timeout=30).task
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.trainer_addr) from error
+    emit(as_dict(task), as_json, task_lines(task))
+
+
+@app.command("restart")
+def restart(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
+    """Queue a canceled or failed task again; its finished runs are reused."""
+    settings = load_settings()
+    with open_channel(settings.trainer_addr, settings) as channel:
+        try:
+            task = _stub(channel).RestartTask(pb.RestartTaskRequest(task_id=task_id), timeout=30).task
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.trainer_addr) from error
+    emit(as_dict(task), as_json, task_lines(task))

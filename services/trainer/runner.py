@@ -1,0 +1,151 @@
+"""One fine-tuning task, start to end, in a worker thread: the plugin's initial model (logged on its first
+task), the prepared dataset (through the plugin's own `prepare_data`, inside `loading_dataset`), the
+plugin's current best version from the registry as the start model (and its parameters tried first),
+the plugin's hyperparameter search, and the candidate handed to `RegistryService.SubmitCandidate` with
+its held-out scores and the current best's on the same sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import requests
+from sqlalchemy.exc import OperationalError
+
+from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc
+from services.common.errors import FailedPrecondition, NotFound, ServiceError, Unavailable
+from services.common.logging import get_logger
+from services.common.mlflow_models import registered_model_name
+from services.fine_tuning.data import DatasetStore, loading_dataset
+from services.fine_tuning.data.errors import ArtifactStoreError, DatasetNotFound
+from services.fine_tuning.discovery import PluginCatalog, discover_plugins
+from services.fine_tuning.training import iteration_scope
+from services.fine_tuning.training.builder import FineTuningBuilder, TrialProgress, load_run_model
+from services.fine_tuning.training.evaluation import HeldOutScores
+
+log = get_logger("trainer.runner")
+
+# The best version can change under a submission (another task promoted one); score against the new
+# best and submit again, this many times at most.
+MAX_SUBMISSIONS = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    model_version: str
+    promoted: bool
+    best_model_url: str
+    reason: str
+
+
+def is_transient(error: BaseException) -> bool:
+    """A dependency (MLflow, the registry, the artifact store, NATS) is down: worth trying again later."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, Unavailable | ArtifactStoreError | requests.ConnectionError | requests.Timeout
+                      | OperationalError | ConnectionError):
+            return True
+        if isinstance(current, grpc.RpcError) and current.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                                     grpc.StatusCode.DEADLINE_EXCEEDED):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def pb_scores(scores: HeldOutScores) -> registry_pb2.HeldOutScores:
+    return registry_pb2.HeldOutScores(ndcg_at_10=scores.ndcg_at_10, mrr_at_10=scores.mrr_at_10,
+                                      recall_at=scores.recall_at, sessions=scores.queries)
+
+
+def best_model_url(plugin: str, version: str) -> str:
+    """Where the version lives in the MLflow Model Registry (`es model download` fetches it by version)."""
+    return f"models:/{registered_model_name(plugin)}/{version}"
+
+
+class TaskRunner:
+    def __init__(self, plugins_path: Any, dataset_store: DatasetStore, registry: registry_pb2_grpc.RegistryServiceStub,
+                 registry_addr: str) -> None:
+        self._plugins_path = plugins_path
+        self._catalog: PluginCatalog = discover_plugins(plugins_path)
+        self._store = dataset_store
+        self._registry = registry
+        self._registry_addr = registry_addr
+
+    def plugin_entry(self, name: str) -> Any:
+        """The plugin named `name`, discovered again once if it is not known (it may be new)."""
+        try:
+            return self._catalog.get(name)
+        except NotFound:
+            self._catalog = discover_plugins(self._plugins_path)
+            return self._catalog.get(name)
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        try:
+            return method(request, timeout=60)
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(f"registry at {self._registry_addr} (ES_REGISTRY_ADDR): {error.details()}") from error
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise FailedPrecondition(error.details()) from error
+            raise ServiceError(f"registry refused {type(request).__name__}: {error.code().name}: "
+                               f"{error.details()}") from error
+
+    def run(self, task_id: str, plugin_name: str, batch_id: str, report: Callable[[str, TrialProgress | None], None],
+            should_stop: Callable[[], bool]) -> Outcome:
+        plugin = self.plugin_entry(plugin_name).cls()
+        manager = getattr(plugin, "manager", None)
+        if manager is None:
+            raise ValueError(f"plugin {plugin_name!r} has no `self.manager` (an ExperimentsManager)")
+        with iteration_scope(plugin.meta, batch_id=batch_id, task_id=task_id):
+            report("loading", None)
+            if manager.initial_run_id() is None:
+                plugin.upload_initial_model()
+                log.info("initial_model_uploaded", plugin=plugin_name)
+            try:
+                with loading_dataset(self._store, plugin.meta, batch_id):
+                    builder: FineTuningBuilder = plugin.get_fine_tuning_builder([])
+            except DatasetNotFound as error:
+                raise ValueError(f"the dataset of {plugin_name!r} {plugin.meta.version} for batch {batch_id!r} is "
+                                 f"not in {self._store.uri}: {error}") from error
+            best = self._call(self._registry.GetBestModel,
+                              registry_pb2.GetBestModelRequest(fine_tuning_method=plugin_name)).model
+            max_seq_length = builder.fine_tuning_settings.max_seq_length
+            start_model = load_run_model(manager, best.run_id, max_seq_length)
+            previous = [] if best.is_initial else [dict(best.params)]
+            log.info("iteration_starting", task_id=task_id, plugin=plugin_name, batch_id=batch_id,
+                     start_version=best.version, trials=builder.initial_max_evals)
+            report("training", None)
+            result = builder.run(start_model, on_progress=lambda p: report("training", p), should_stop=should_stop,
+                                 previous_best=previous)
+
+            report("submitting", None)
+            compared, compared_scores = best, result.start_scores
+            candidate_scores = result.best_scores
+            for _ in range(MAX_SUBMISSIONS):
+                request = registry_pb2.SubmitCandidateRequest(
+                    fine_tuning_method=plugin_name, task_id=task_id, batch_id=batch_id, run_id=result.best_run_id,
+                    candidate_scores=pb_scores(candidate_scores), compared_version=compared.version,
+                    compared_scores=pb_scores(compared_scores))
+                try:
+                    submitted = self._call(self._registry.SubmitCandidate, request)
+                except FailedPrecondition:
+                    # Another task promoted a version meanwhile: compare with that one, on the same sessions,
+                    # both scored the same way.
+                    report("evaluating", None)
+                    compared = self._call(self._registry.GetBestModel,
+                                          registry_pb2.GetBestModelRequest(fine_tuning_method=plugin_name)).model
+                    compared_scores = builder.score(load_run_model(manager, compared.run_id, max_seq_length))
+                    candidate_scores = builder.score(result.model)
+                    continue
+                version = submitted.version
+                log.info("candidate_submitted", task_id=task_id, version=version.version, promoted=submitted.promoted,
+                         reason=submitted.reason)
+                best_version = version.version if submitted.promoted or version.is_best else compared.version
+                return Outcome(version.version, submitted.promoted, best_model_url(plugin_name, best_version),
+                               submitted.reason)
+            raise Unavailable(f"the best version of {plugin_name!r} changed {MAX_SUBMISSIONS} times while this task "
+                              "submitted its candidate; it will try again")

@@ -1,0 +1,210 @@
+"""`embedding_studio.v1.TrainerService`: creates, lists, cancels, restarts and watches fine-tuning tasks.
+The records live in the NATS KV bucket (services/trainer/tasks.py); the work itself is done by whichever
+replica's consumer gets the task's dataset (services/trainer/worker.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from google.protobuf import json_format
+
+from services.api.embedding_studio.v1 import clickstream_pb2, clickstream_pb2_grpc, trainer_pb2_grpc
+from services.api.embedding_studio.v1 import trainer_pb2 as pb
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+from services.common.logging import get_logger
+from services.common.settings import Limits
+from services.trainer.runner import TaskRunner
+from services.trainer.tasks import TERMINAL, TaskRecord, TaskStore, now_s
+
+log = get_logger("trainer")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def _status_name(status: int) -> str:
+    return pb.TaskStatus.Name(status).removeprefix("TASK_STATUS_").lower()
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, store: TaskStore, runner: TaskRunner, ingest: clickstream_pb2_grpc.ClickstreamServiceStub,
+                 ingest_addr: str, limits: Limits, on_change: Callable[[], None]) -> None:
+        self._store = store
+        self._runner = runner
+        self._ingest = ingest
+        self._ingest_addr = ingest_addr
+        self._limits = limits
+        self._on_change = on_change
+
+    def _check_id(self, field: str, value: str, required: bool = True) -> None:
+        if not value:
+            if required:
+                raise InvalidArgument(field, "must not be empty")
+            return
+        if len(value) > self._limits.max_id_length:
+            raise InvalidArgument(field, f"is {len(value)} characters long; ES_MAX_ID_LENGTH is "
+                                         f"{self._limits.max_id_length}")
+
+    def _ingest_failed(self, error: grpc.aio.AioRpcError, what: str) -> ServiceError:
+        if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return Unavailable(f"ingest at {self._ingest_addr} (ES_INGEST_ADDR) is unavailable: {error.details()}")
+        return ServiceError(f"ingest refused to {what}: {error.code().name}: {error.details()}")
+
+    async def _release_batch(self, idempotency_key: str) -> str:
+        """Releases the collecting batch for the task; a retry of the task's creation gets the same batch."""
+        release_id = "trainer-task-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+        try:
+            response = await self._ingest.ReleaseBatch(clickstream_pb2.ReleaseBatchRequest(release_id=release_id),
+                                                       timeout=30)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise FailedPrecondition(f"batch_id: none given, and the collecting batch cannot be released: "
+                                         f"{error.details()}") from error
+            raise self._ingest_failed(error, "release the batch") from error
+        return response.released_batch.batch_id
+
+    async def _check_batch(self, batch_id: str) -> None:
+        """A named batch must exist and be released: a collecting one is still changing."""
+        try:
+            batch = (await self._ingest.GetBatch(clickstream_pb2.GetBatchRequest(batch_id=batch_id), timeout=30)).batch
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"batch_id: ingest has no batch {batch_id!r}") from error
+            raise self._ingest_failed(error, "look the batch up") from error
+        if batch.status != clickstream_pb2.BATCH_STATUS_RELEASED:
+            raise FailedPrecondition(f"batch_id: batch {batch_id} is still collecting sessions; release it first "
+                                     "(es batch release), or leave batch_id empty to release it for the task")
+
+    async def CreateTask(self, request: pb.CreateTaskRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.CreateTaskResponse:
+        self._check_id("idempotency_key", request.idempotency_key)
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        self._check_id("batch_id", request.batch_id, required=False)
+        metadata = json.dumps(json_format.MessageToDict(request.metadata)).encode()
+        if len(metadata) > self._limits.max_meta_bytes:
+            raise InvalidArgument("metadata", f"is {len(metadata)} bytes as JSON; ES_MAX_META_BYTES is "
+                                              f"{self._limits.max_meta_bytes}")
+
+        existing_id = await self._store.task_of_key(request.idempotency_key)
+        if existing_id is not None:
+            duplicate = await self._duplicate(existing_id, request)
+            if duplicate is not None:
+                return duplicate
+        # NOT_FOUND / FAILED_PRECONDITION naming the files (discovery imports plugin files: off the event loop).
+        await asyncio.to_thread(self._runner.plugin_entry, request.fine_tuning_method)
+        if request.batch_id:
+            await self._check_batch(request.batch_id)
+        batch_id = request.batch_id or await self._release_batch(request.idempotency_key)
+
+        task_id = await self._store.claim_key(request.idempotency_key, existing_id or uuid.uuid4().hex)
+        created = now_s()
+        task = pb.Task(task_id=task_id, fine_tuning_method=request.fine_tuning_method, batch_id=batch_id,
+                       status=pb.TASK_STATUS_PENDING, idempotency_key=request.idempotency_key,
+                       created_at=created, updated_at=created, attempt=1)
+        task.metadata.CopyFrom(request.metadata)
+        task.progress.stage = "dataprep"
+        if await self._store.create(TaskRecord(task)) is None:  # a concurrent retry created it first
+            return await self._duplicate(task_id, request) or pb.CreateTaskResponse(
+                task=(await self._store.get(task_id)).task, duplicate=True)
+        log.info("task_created", task_id=task_id, fine_tuning_method=task.fine_tuning_method, batch_id=batch_id)
+        self._on_change()
+        return pb.CreateTaskResponse(task=task)
+
+    async def _duplicate(self, task_id: str, request: pb.CreateTaskRequest) -> pb.CreateTaskResponse | None:
+        """The task a retried CreateTask names, or None when a crash left only its idempotency entry."""
+        try:
+            task = (await self._store.get(task_id)).task
+        except ServiceError:
+            return None
+        if task.fine_tuning_method != request.fine_tuning_method or (request.batch_id
+                                                                     and request.batch_id != task.batch_id):
+            raise AlreadyExists(f"idempotency_key: task {task_id} was created under this key for plugin "
+                                f"{task.fine_tuning_method!r} and batch {task.batch_id!r}; use a new key for "
+                                "another task")
+        return pb.CreateTaskResponse(task=task, duplicate=True)
+
+    async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.GetTaskResponse:
+        self._check_id("task_id", request.task_id)
+        return pb.GetTaskResponse(task=(await self._store.get(request.task_id)).task)
+
+    async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+                        ) -> pb.ListTasksResponse:
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"is {request.page_size}; it lies in 0..{MAX_PAGE_SIZE} "
+                                               f"(0 means {DEFAULT_PAGE_SIZE})")
+        if request.status not in pb.TaskStatus.values():
+            raise InvalidArgument("status", f"{request.status} is not a TaskStatus")
+        offset = 0
+        if request.page_token:
+            if not request.page_token.isdigit():
+                raise InvalidArgument("page_token", "is not a token a ListTasksResponse gave")
+            offset = int(request.page_token)
+        tasks = [r.task for r in await self._store.all()
+                 if (not request.fine_tuning_method or r.task.fine_tuning_method == request.fine_tuning_method)
+                 and (not request.status or r.task.status == request.status)]
+        tasks.sort(key=lambda t: (-t.created_at, t.task_id))
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        page = tasks[offset:offset + size]
+        more = offset + size < len(tasks)
+        return pb.ListTasksResponse(tasks=page, next_page_token=str(offset + size) if more else "")
+
+    async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.CancelTaskResponse:
+        self._check_id("task_id", request.task_id)
+
+        def cancel(record: TaskRecord) -> bool:
+            status = record.task.status
+            if status == pb.TASK_STATUS_CANCELED:
+                return False  # canceling twice is the same cancel
+            if status in TERMINAL:
+                raise FailedPrecondition(f"task {request.task_id} is {_status_name(status)}; only a pending or "
+                                         "processing task can be canceled")
+            record.set_status(pb.TASK_STATUS_CANCELED, "canceled")
+            return True
+
+        record = await self._store.mutate(request.task_id, cancel)
+        log.info("task_canceled", task_id=request.task_id)
+        self._on_change()
+        return pb.CancelTaskResponse(task=record.task)
+
+    async def RestartTask(self, request: pb.RestartTaskRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.RestartTaskResponse:
+        self._check_id("task_id", request.task_id)
+
+        def restart(record: TaskRecord) -> bool:
+            task = record.task
+            if task.status not in (pb.TASK_STATUS_CANCELED, pb.TASK_STATUS_ERROR):
+                raise FailedPrecondition(f"task {request.task_id} is {_status_name(task.status)}; only a canceled "
+                                         "or failed task can be restarted" + (
+                                             " (a done one: create a new task)" if task.status == pb.TASK_STATUS_DONE
+                                             else ""))
+            task.attempt += 1
+            task.error = task.model_version = task.best_model_url = ""
+            task.promoted = False
+            task.progress.Clear()
+            record.set_status(pb.TASK_STATUS_PENDING, "dataprep")
+            return True
+
+        record = await self._store.mutate(request.task_id, restart)
+        log.info("task_restarted", task_id=request.task_id, attempt=record.task.attempt)
+        self._on_change()
+        return pb.RestartTaskResponse(task=record.task)
+
+    async def WatchTask(self, request: pb.WatchTaskRequest, context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[pb.WatchTaskResponse]:
+        self._check_id("task_id", request.task_id)
+        await self._store.get(request.task_id)  # NOT_FOUND before the stream starts
+        async for task in self._store.watch(request.task_id):
+            yield pb.WatchTaskResponse(task=task)

@@ -1,0 +1,122 @@
+"""Tasks under control and under failure: a cancel stops a running training within seconds and a restart
+reuses the finished runs; two trainer replicas share the queue, one task each; a trainer killed with
+SIGKILL in the middle of a trial loses the task to the other replica, which resumes the search from the
+runs MLflow recorded and completes it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from services.api.embedding_studio.v1 import clickstream_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
+from tests.nats_reader import stream_messages
+from tests.servers import ServiceProcess
+from tests.trainer.conftest import Stack
+from tests.trainer.test_task_lifecycle import iteration_runs, watch_until_done
+
+
+def updates(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str) -> Iterator[trainer_pb2.Task]:
+    for response in stub.WatchTask(trainer_pb2.WatchTaskRequest(task_id=task_id), timeout=240):
+        yield response.task
+
+
+def wait_for_training(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str, trial: int) -> trainer_pb2.Task:
+    """The task once its `trial`-th trial has taken a step."""
+    for task in updates(stub, task_id):
+        assert task.status in (trainer_pb2.TASK_STATUS_PENDING, trainer_pb2.TASK_STATUS_PROCESSING), task.error
+        if task.progress.trial == trial and task.progress.step > 0:
+            return task
+    raise AssertionError(f"task {task_id} ended before trial {trial} trained")
+
+
+def searched(run) -> dict[str, str]:
+    """A run's hyperparameters (without the plugin's fixed settings)."""
+    return {k: v for k, v in run.data.params.items() if not k.startswith("settings.")}
+
+
+def claimed_by(trainer: ServiceProcess, task_id: str) -> bool:
+    return any('"task_claimed"' in line and task_id in line for line in trainer.log().splitlines())
+
+
+def test_cancel_stops_a_running_training_within_seconds_and_restart_reuses_its_finished_runs(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub) -> None:
+    stack.knobs(epochs=12, trials=2)
+    stack.fill_batch("cancel", seed=1)
+    task = stack.create_task("cancel-1")
+    wait_for_training(trainer_stub, task.task_id, trial=2)
+
+    canceled_at = time.monotonic()
+    canceled = trainer_stub.CancelTask(trainer_pb2.CancelTaskRequest(task_id=task.task_id), timeout=30).task
+    assert canceled.status == trainer_pb2.TASK_STATUS_CANCELED
+    while [r.info.status for r in iteration_runs(stack, task.batch_id, task.task_id)] != ["FINISHED", "KILLED"]:
+        assert time.monotonic() - canceled_at < 10, "the running trial did not stop within 10 s of the cancel"
+        time.sleep(0.2)
+    finished_before = [r.info.run_id for r in iteration_runs(stack, task.batch_id, task.task_id)][:1]
+    again = trainer_stub.CancelTask(trainer_pb2.CancelTaskRequest(task_id=task.task_id), timeout=30).task
+    assert again.status == trainer_pb2.TASK_STATUS_CANCELED  # canceling twice is the same cancel
+
+    stack.knobs(epochs=1, trials=2)
+    restarted = trainer_stub.RestartTask(trainer_pb2.RestartTaskRequest(task_id=task.task_id), timeout=30).task
+    assert restarted.status == trainer_pb2.TASK_STATUS_PENDING and restarted.attempt == 2
+    done = watch_until_done(trainer_stub, task.task_id)[-1]
+    assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
+    runs = iteration_runs(stack, task.batch_id, task.task_id)
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
+    assert finished_before[0] in {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    requests = [events_pb2.DataprepRequested.FromString(m)
+                for m in stream_messages(stack.nats_url, "es.dataprep.requested")]
+    assert [r.attempt for r in requests if r.task_id == task.task_id] == [1, 2]
+
+    with pytest.raises(grpc.RpcError) as refused:
+        trainer_stub.RestartTask(trainer_pb2.RestartTaskRequest(task_id=task.task_id), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "create a new task" in refused.value.details()
+
+
+def released_batch(stack: Stack, prefix: str, seed: int) -> str:
+    stack.fill_batch(prefix, seed=seed)
+    return stack.ingest.ReleaseBatch(clickstream_pb2.ReleaseBatchRequest(release_id=f"release-{prefix}"),
+                                     timeout=30).released_batch.batch_id
+
+
+def test_two_replicas_take_one_task_each(stack: Stack) -> None:
+    stack.knobs(epochs=12, trials=1)
+    first, second = stack.start_trainer("replica-a"), stack.start_trainer("replica-b")
+    batches = [released_batch(stack, "two-a", seed=2), released_batch(stack, "two-b", seed=3)]
+    tasks = [stack.create_task(f"two-{i}", batch_id=batch) for i, batch in enumerate(batches)]
+    with grpc.insecure_channel(first.address) as channel:
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        for task in tasks:
+            done = watch_until_done(stub, task.task_id)[-1]
+            assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
+    owners = [[claimed_by(trainer, task.task_id) for trainer in (first, second)] for task in tasks]
+    assert sorted(owners) == [[False, True], [True, False]], owners
+
+
+def test_a_task_of_a_killed_trainer_is_resumed_by_the_other_and_completes(stack: Stack) -> None:
+    stack.knobs(epochs=12, trials=2)
+    trainers = [stack.start_trainer("kill-a"), stack.start_trainer("kill-b")]
+    batch = released_batch(stack, "kill", seed=4)
+    task = stack.create_task("kill-1", batch_id=batch)
+    with grpc.insecure_channel(trainers[0].address) as channel:
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        wait_for_training(stub, task.task_id, trial=2)
+    victim = next(t for t in trainers if claimed_by(t, task.task_id))
+    survivor = next(t for t in trainers if t is not victim)
+    first_run = iteration_runs(stack, batch, task.task_id)[0]
+    assert first_run.info.status == "FINISHED"
+    victim.kill()
+
+    stack.knobs(epochs=1, trials=2)
+    with grpc.insecure_channel(survivor.address) as channel:
+        done = watch_until_done(trainer_pb2_grpc.TrainerServiceStub(channel), task.task_id)[-1]
+    assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
+    assert claimed_by(survivor, task.task_id)
+    runs = iteration_runs(stack, batch, task.task_id)
+    # The killed run is recorded as failed and its parameters tried again; the finished one is not retrained.
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED", "FINISHED"]
+    assert runs[0].info.run_id == first_run.info.run_id
+    assert searched(runs[1]) == searched(runs[2])

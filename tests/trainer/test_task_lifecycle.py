@@ -1,0 +1,91 @@
+"""A fine-tuning task through the whole chain: CreateTask releases the collecting batch, dataprep makes
+the dataset, a trainer runs the plugin's search with every run in MLflow, submits the best to the
+registry, and the task ends done with the version the registry recorded; WatchTask shows each stage."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import grpc
+from mlflow import MlflowClient
+
+from services.api.embedding_studio.v1 import events_pb2, registry_pb2, trainer_pb2, trainer_pb2_grpc
+from services.common.mlflow_models import iteration_experiment_name
+from tests.nats_reader import stream_messages
+from tests.trainer.conftest import PLUGIN, Stack
+
+
+def watch_until_done(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str, timeout: float = 240
+                     ) -> list[trainer_pb2.Task]:
+    return [r.task for r in stub.WatchTask(trainer_pb2.WatchTaskRequest(task_id=task_id), timeout=timeout)]
+
+
+def iteration_runs(stack: Stack, batch_id: str, task_id: str) -> list:
+    client = MlflowClient(stack.env["ES_MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(iteration_experiment_name(PLUGIN, batch_id))
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`es.task_id` = '{task_id}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def test_a_task_without_a_batch_releases_one_trains_and_hands_the_best_to_the_registry(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub) -> None:
+    stack.knobs(epochs=1, trials=2)
+    stack.fill_batch("life")
+    collecting = stack.collecting_batch()
+    task = stack.create_task("lifecycle-1")
+    assert task.status == trainer_pb2.TASK_STATUS_PENDING
+    assert task.batch_id == collecting.batch_id and task.attempt == 1
+
+    updates = watch_until_done(trainer_stub, task.task_id)
+    done = updates[-1]
+    assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
+    stages = [u.progress.stage for u in updates]
+    assert stages[0] == "dataprep" and "training" in stages and stages[-1] == "done"
+    assert max(u.progress.trials_total for u in updates) == 2
+    assert any(u.progress.metrics.get("test_ndcg_at_10") is not None for u in updates)
+    assert done.model_version and done.worker == ""
+
+    # The registry recorded the task's candidate, with the scores of it and of the start model.
+    versions = stack.registry.ListModelVersions(registry_pb2.ListModelVersionsRequest(fine_tuning_method=PLUGIN),
+                                                timeout=60).versions
+    recorded = next(v for v in versions if v.version == done.model_version)
+    assert recorded.task_id == task.task_id and recorded.batch_id == task.batch_id
+    assert recorded.scores.sessions == recorded.compared_scores.sessions > 0
+    assert done.promoted == recorded.is_best
+    best = stack.registry.GetBestModel(registry_pb2.GetBestModelRequest(fine_tuning_method=PLUGIN), timeout=60).model
+    assert done.best_model_url == f"models:/{PLUGIN}/{best.version}"
+
+    # The best version downloads with the checksum recorded when the trainer saved it.
+    chunks = list(stack.registry.DownloadModel(registry_pb2.DownloadModelRequest(
+        fine_tuning_method=PLUGIN, version=done.model_version), timeout=120))
+    body = b"".join(c.chunk for c in chunks[1:])
+    assert hashlib.sha256(body).hexdigest() == chunks[0].archive.sha256
+
+    runs = iteration_runs(stack, task.batch_id, task.task_id)
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert recorded.run_id in {r.info.run_id for r in runs}
+
+    # Announced once each: the dataset request, and every status change of the task.
+    requests = [events_pb2.DataprepRequested.FromString(m) for m in stream_messages(stack.nats_url,
+                                                                                  "es.dataprep.requested")]
+    assert [(r.task_id, r.attempt) for r in requests if r.task_id == task.task_id] == [(task.task_id, 1)]
+    deadline = time.monotonic() + 10
+    while True:
+        statuses = [events_pb2.TaskUpdated.FromString(m).task.status
+                    for m in stream_messages(stack.nats_url, "es.trainer.task.updated")
+                    if events_pb2.TaskUpdated.FromString(m).task.task_id == task.task_id]
+        if (statuses and statuses[-1] == trainer_pb2.TASK_STATUS_DONE) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert statuses[0] == trainer_pb2.TASK_STATUS_PENDING
+    assert statuses[-1] == trainer_pb2.TASK_STATUS_DONE
+
+    # A retry of the creation is the same task and releases nothing.
+    with grpc.insecure_channel(stack.live_trainer().address) as channel:
+        retried = trainer_pb2_grpc.TrainerServiceStub(channel).CreateTask(trainer_pb2.CreateTaskRequest(
+            fine_tuning_method=PLUGIN, idempotency_key="lifecycle-1"), timeout=60)
+    assert retried.duplicate and retried.task.task_id == task.task_id
+    assert stack.collecting_batch().batch_id != collecting.batch_id

@@ -24,6 +24,7 @@ from services.fine_tuning.discovery import PluginCatalog, discover_plugins
 from services.fine_tuning.training import iteration_scope
 from services.fine_tuning.training.builder import FineTuningBuilder, TrialProgress, load_run_model
 from services.fine_tuning.training.evaluation import HeldOutScores
+from services.fine_tuning.training.models import training_device
 
 log = get_logger("trainer.runner")
 
@@ -74,6 +75,8 @@ class TaskRunner:
         self._store = dataset_store
         self._registry = registry
         self._registry_addr = registry_addr
+        self._device = training_device()
+        log.info("training_device", device=str(self._device))
 
     def plugin_entry(self, name: str) -> Any:
         """The plugin named `name`, discovered again once if it is not known (it may be new)."""
@@ -114,7 +117,7 @@ class TaskRunner:
             best = self._call(self._registry.GetBestModel,
                               registry_pb2.GetBestModelRequest(fine_tuning_method=plugin_name)).model
             max_seq_length = builder.fine_tuning_settings.max_seq_length
-            start_model = load_run_model(manager, best.run_id, max_seq_length)
+            start_model = load_run_model(manager, best.run_id, max_seq_length).to(self._device)
             previous = [] if best.is_initial else [dict(best.params)]
             log.info("iteration_starting", task_id=task_id, plugin=plugin_name, batch_id=batch_id,
                      start_version=best.version, trials=builder.initial_max_evals)
@@ -138,7 +141,8 @@ class TaskRunner:
                     report("evaluating", None)
                     compared = self._call(self._registry.GetBestModel,
                                           registry_pb2.GetBestModelRequest(fine_tuning_method=plugin_name)).model
-                    compared_scores = builder.score(load_run_model(manager, compared.run_id, max_seq_length))
+                    compared_scores = builder.score(load_run_model(manager, compared.run_id, max_seq_length).to(
+                        self._device))
                     candidate_scores = builder.score(result.model)
                     continue
                 version = submitted.version

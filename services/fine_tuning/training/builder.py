@@ -240,6 +240,7 @@ class FineTuningBuilder:
             _, best_model, best_scores, start_scores = in_memory
         else:  # the best run finished before this process took the task over: score both afresh
             best_model = load_run_model(manager, best_record.run_id, start_model.max_seq_length)
+            best_model.to(next(start_model.parameters()).device)
             best_scores, start_scores = self.score(best_model), self.score(start_model)
         return IterationResult(best_record.run_id, best_record.params, best_scores, start_scores, best_model,
                                finished, results)

@@ -82,10 +82,10 @@ class HeldOutQueries:
             raise ValueError("no held-out session has a click: nothing to score on")
         with torch.inference_mode():
             items = torch.cat([encode_items(self.item_ids[s:s + batch_size])
-                               for s in range(0, len(self.item_ids), batch_size)]).float().numpy()
+                               for s in range(0, len(self.item_ids), batch_size)]).float().cpu().numpy()
             every_query = self.queries + list(self._extra_queries.values())
             all_queries = torch.cat([encode_queries(every_query[s:s + batch_size])
-                                     for s in range(0, len(every_query), batch_size)]).float().numpy()
+                                     for s in range(0, len(every_query), batch_size)]).float().cpu().numpy()
         queries = all_queries[: len(self.queries)]
         depth = min(max(RECALL_KS), len(self.item_ids))
         scores = queries @ items.T  # (queries, items)

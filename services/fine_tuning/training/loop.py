@@ -64,7 +64,8 @@ def _schedule(settings: FineTuningSettings, steps_per_epoch: int, total_steps: i
 
 def _loss(settings: FineTuningSettings, params: FineTuningParams, batch: Sequence[ClickExample],
           queries: torch.Tensor, candidates: torch.Tensor, column: dict[str, int]) -> torch.Tensor:
-    weights = torch.tensor([e.weight for e in batch], dtype=queries.dtype)
+    device = queries.device
+    weights = torch.tensor([e.weight for e in batch], dtype=queries.dtype, device=device)
     loss_func = settings.loss_func
     if isinstance(loss_func, ProbMarginRankingLoss):
         rows, pos_cols, neg_cols = [], [], []
@@ -75,13 +76,13 @@ def _loss(settings: FineTuningSettings, params: FineTuningParams, batch: Sequenc
                 neg_cols.append(column[negative])
         if not rows:
             return queries.sum() * 0.0
-        rows_t = torch.tensor(rows)
-        pos = (queries[rows_t] * candidates[torch.tensor(pos_cols)]).sum(-1)
-        neg = (queries[rows_t] * candidates[torch.tensor(neg_cols)]).sum(-1)
+        rows_t = torch.tensor(rows, device=device)
+        pos = (queries[rows_t] * candidates[torch.tensor(pos_cols, device=device)]).sum(-1)
+        neg = (queries[rows_t] * candidates[torch.tensor(neg_cols, device=device)]).sum(-1)
         return loss_func(pos, neg, weights[rows_t], margin=params.margin)
     if isinstance(loss_func, ClickContrastiveLoss):
-        targets = torch.tensor([column[e.positive] for e in batch])
-        excluded = torch.zeros(len(batch), len(column), dtype=torch.bool)
+        targets = torch.tensor([column[e.positive] for e in batch], device=device)
+        excluded = torch.zeros(len(batch), len(column), dtype=torch.bool, device=device)
         for row, example in enumerate(batch):
             for item_id in example.related:
                 if item_id != example.positive and item_id in column:
@@ -109,6 +110,7 @@ def train_run(
         raise ValueError("no training example: the batch's training sessions have no clicks")
     seed_everything(settings.seed)
     model.fix_layers(params.num_fixed_layers)
+    device = next(model.parameters()).device
 
     def encode_items(item_ids: Sequence[str]) -> torch.Tensor:
         if cache is not None:
@@ -147,9 +149,11 @@ def train_run(
             candidates_ids = list(dict.fromkeys(
                 [e.positive for e in batch] + [n for e in batch for n in e.hard_negatives]))
             column = {item_id: i for i, item_id in enumerate(candidates_ids)}
-            queries = model.encode_queries([e.query for e in batch])  # (B, D)
-            candidates = encode_items(candidates_ids)  # (C, D)
-            loss = _loss(settings, params, batch, queries, candidates, column)
+            # bf16 autocast on a GPU (full precision on the CPU, where bf16 matmuls are slow).
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                queries = model.encode_queries([e.query for e in batch])  # (B, D)
+                candidates = encode_items(candidates_ids)  # (C, D)
+            loss = _loss(settings, params, batch, queries.float(), candidates.float(), column)
             loss.backward()
             optimizer.step()
             scheduler.step()

@@ -38,8 +38,15 @@ def embedding_dimension(model: SentenceTransformer) -> int:
 
 
 def _features(model: SentenceTransformer, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Tokenised texts on the model's device."""
     prepare = getattr(model, "preprocess", None) or model.tokenize
-    return prepare(list(texts))
+    device = model.device
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in prepare(list(texts)).items()}
+
+
+def training_device() -> torch.device:
+    """CUDA when there is a GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class TextToTextModel(nn.Module):
@@ -167,8 +174,8 @@ class ItemPrefixCache:
         self.mask = torch.zeros(len(texts), length, dtype=torch.long)
         for start in range(0, len(texts), batch_size):
             hidden, mask = model.prefix(texts[start:start + batch_size])
-            self.hidden[start:start + len(hidden), : hidden.shape[1]] = hidden.to(torch.bfloat16)
-            self.mask[start:start + len(hidden), : mask.shape[1]] = mask
+            self.hidden[start:start + len(hidden), : hidden.shape[1]] = hidden.to(torch.bfloat16).cpu()
+            self.mask[start:start + len(hidden), : mask.shape[1]] = mask.cpu()
 
     def encode(self, model: TextToTextModel, item_ids: Sequence[str]) -> torch.Tensor:
         if model.num_fixed_layers != self.num_fixed_layers:
@@ -176,7 +183,8 @@ class ItemPrefixCache:
         rows = torch.tensor([self.row[i] for i in item_ids])
         mask = self.mask[rows]
         length = int(mask.sum(1).max())  # trim the padding every row shares
-        return model.suffix(self.hidden[rows, :length].float(), mask[:, :length])
+        device = model.model.device
+        return model.suffix(self.hidden[rows, :length].to(device, torch.float32), mask[:, :length].to(device))
 
 
 def _clip(model: SentenceTransformer, tower: str) -> CLIPModel:

@@ -16,6 +16,7 @@ from typing import Annotated
 import grpc
 import typer
 
+from services import demo
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
 from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
@@ -34,6 +35,8 @@ app.add_typer(registry_cli.app, name="model")
 app.add_typer(trainer_cli.app, name="task")
 app.command()(evaluation_cli.emulate)
 app.command()(evaluation_cli.evaluate)
+app.command()(demo.demo)
+app.command()(demo.up)
 
 
 class ServiceName(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import typer
@@ -14,6 +14,7 @@ from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
 from services.common.cli_support import JsonOption, emit, load_settings, rpc_failed
 from services.common.client import open_channel
+from services.common.settings import Settings
 from services.evaluation.datasets import EvalDataset, bbc_news, load_dataset
 
 ItemsOption = Annotated[Path | None, typer.Option(help="items.jsonl (default: the BBC News corpus)")]
@@ -23,7 +24,7 @@ TestRatioOption = Annotated[float, typer.Option(help="Share of queries held out 
 MAX_SEQ_LENGTH = 128
 
 
-def _dataset(items: Path | None, queries: Path | None) -> EvalDataset:
+def eval_dataset(items: Path | None, queries: Path | None) -> EvalDataset:
     if (items is None) != (queries is None):
         typer.echo("error: --items and --queries go together", err=True)
         raise typer.Exit(2)
@@ -36,7 +37,8 @@ def _dataset(items: Path | None, queries: Path | None) -> EvalDataset:
         raise typer.Exit(2) from error
 
 
-def _model(path: Path | None):
+def load_encoder(path: Path | None) -> Any:
+    """A sentence-transformers folder (default: the packaged all-MiniLM-L6-v2), at most 128 tokens."""
     from sentence_transformers import SentenceTransformer
 
     if path is None:
@@ -49,6 +51,56 @@ def _model(path: Path | None):
     model = SentenceTransformer(str(path), device="cpu")
     model.max_seq_length = min(model.max_seq_length, MAX_SEQ_LENGTH)
     return model
+
+
+def send_sessions(settings: Settings, dataset: EvalDataset, ranker: Any, sessions: int, seed: int,
+                  test_ratio: float, top_k: int, release: bool) -> tuple[pb.IngestResponse, pb.Batch | None, Any]:
+    """EVALUATION.md's simulated users: rank with `ranker`, simulate clicks, send the sessions through the
+    ingest API (Ingest streams of 500) and release the batch. Returns the summary, the released batch
+    (None without `release`) and the ranker's item embeddings (row i = dataset.items[i])."""
+    from services.evaluation.retrieval import encode
+    from services.evaluation.retrieval import top_k as rank
+    from services.evaluation.simulation import register_request, simulate_sessions, split_queries
+
+    train, _ = split_queries(dataset.queries, test_ratio, seed)
+    typer.echo(f"ranking {len(dataset.items)} items for {len(train)} training queries ...", err=True)
+    item_vectors = encode(ranker, [i.text for i in dataset.items], show_progress_bar=True)
+    indices, scores = rank(encode(ranker, [q.text for q in train]), item_vectors, top_k)
+    simulated = simulate_sessions(dataset, train, indices, scores, sessions, seed=seed)
+    summary = pb.IngestResponse()
+    released = None
+    with open_channel(settings.ingest_addr, settings) as channel:
+        stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
+        try:
+            for start in range(0, len(simulated), 500):
+                chunk = simulated[start:start + 500]
+                # created_at 0 lets the server stamp its time while a replay stays the same content, so
+                # running the same emulation again is answered as duplicates rather than conflicts.
+                part = stub.Ingest(iter([pb.IngestRequest(session=register_request(s)) for s in chunk]),
+                                   timeout=300)
+                for error in part.errors:  # indices are per stream; report them per emulated session
+                    summary.errors.add(index=start + error.index, code=error.code, reason=error.reason)
+                for field in ("messages", "sessions_accepted", "sessions_duplicate", "events_accepted",
+                              "events_duplicate", "rejected"):
+                    setattr(summary, field, getattr(summary, field) + getattr(part, field))
+            if release:
+                digest = hashlib.sha256(f"{seed}:{sessions}:{len(dataset.items)}".encode()).hexdigest()[:12]
+                released = stub.ReleaseBatch(pb.ReleaseBatchRequest(release_id=f"emulate-{digest}"),
+                                             timeout=60).released_batch
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.ingest_addr) from error
+    return summary, released, item_vectors
+
+
+def held_out_scores(encoder: Any, dataset: EvalDataset, test: list, item_vectors: Any = None) -> dict:
+    """Per-query nDCG@10, MRR@10 and recall@100 of `encoder` on the test queries (full-corpus retrieval)."""
+    from services.evaluation.metrics import score_rankings
+    from services.evaluation.retrieval import encode, top_k
+
+    if item_vectors is None:
+        item_vectors = encode(encoder, [i.text for i in dataset.items], show_progress_bar=True)
+    indices, _ = top_k(encode(encoder, [q.text for q in test]), item_vectors, 100)
+    return score_rankings([[dataset.items[i].id for i in row] for row in indices], [q.relevant for q in test])
 
 
 def emulate(
@@ -64,40 +116,10 @@ def emulate(
     as_json: JsonOption = False,
 ) -> None:
     """Simulate users searching a data set and send their sessions to ingest (ES_INGEST_ADDR)."""
-    from services.evaluation.retrieval import encode
-    from services.evaluation.retrieval import top_k as rank
-    from services.evaluation.simulation import register_request, simulate_sessions, split_queries
-
     settings = load_settings()
-    dataset = _dataset(items, queries)
-    ranker = _model(model)
-    train, _ = split_queries(dataset.queries, test_ratio, seed)
-    typer.echo(f"ranking {len(dataset.items)} items for {len(train)} training queries ...", err=True)
-    item_vectors = encode(ranker, [i.text for i in dataset.items], show_progress_bar=True)
-    indices, scores = rank(encode(ranker, [q.text for q in train]), item_vectors, top_k)
-    simulated = simulate_sessions(dataset, train, indices, scores, sessions, seed=seed)
-    summary = pb.IngestResponse()
-    with open_channel(settings.ingest_addr, settings) as channel:
-        stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
-        try:
-            for start in range(0, len(simulated), 500):
-                chunk = simulated[start:start + 500]
-                # created_at 0 lets the server stamp its time while a replay stays the same content, so
-                # running the same emulation again is answered as duplicates rather than conflicts.
-                part = stub.Ingest(iter([pb.IngestRequest(session=register_request(s)) for s in chunk]),
-                                   timeout=300)
-                for error in part.errors:  # indices are per stream; report them per emulated session
-                    summary.errors.add(index=start + error.index, code=error.code, reason=error.reason)
-                for field in ("messages", "sessions_accepted", "sessions_duplicate", "events_accepted",
-                              "events_duplicate", "rejected"):
-                    setattr(summary, field, getattr(summary, field) + getattr(part, field))
-            released = None
-            if release:
-                digest = hashlib.sha256(f"{seed}:{sessions}:{len(dataset.items)}".encode()).hexdigest()[:12]
-                released = stub.ReleaseBatch(pb.ReleaseBatchRequest(release_id=f"emulate-{digest}"),
-                                             timeout=60).released_batch
-        except grpc.RpcError as error:
-            raise rpc_failed(error, settings.ingest_addr) from error
+    dataset = eval_dataset(items, queries)
+    summary, released, _ = send_sessions(settings, dataset, load_encoder(model), sessions, seed, test_ratio, top_k,
+                                         release)
     lines = [f"sent {summary.messages} sessions: {summary.sessions_accepted} new, {summary.sessions_duplicate} "
              f"already stored, {summary.rejected} rejected; {summary.events_accepted} clicks"]
     lines += [f"  rejected #{e.index}: {e.code} {e.reason}" for e in summary.errors[:5]]
@@ -123,25 +145,18 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Score a model on a data set's held-out queries: nDCG@10, MRR@10, recall@100 (full-corpus retrieval)."""
-    from services.evaluation.metrics import paired_bootstrap_ci, score_rankings
-    from services.evaluation.retrieval import encode, top_k
+    from services.evaluation.metrics import paired_bootstrap_ci
     from services.evaluation.simulation import split_queries
 
     load_settings()
-    dataset = _dataset(items, queries)
+    dataset = eval_dataset(items, queries)
     _, test = split_queries(dataset.queries, test_ratio, seed)
 
-    def scores(path: Path | None) -> dict:
-        encoder = _model(path)
-        item_vectors = encode(encoder, [i.text for i in dataset.items], show_progress_bar=True)
-        indices, _ = top_k(encode(encoder, [q.text for q in test]), item_vectors, 100)
-        return score_rankings([[dataset.items[i].id for i in row] for row in indices], [q.relevant for q in test])
-
-    after = scores(model)
+    after = held_out_scores(load_encoder(model), dataset, test)
     result = {"queries": len(test), **{k.replace("@", ""): float(v.mean()) for k, v in after.items()}}
     lines = [f"{len(test)} held-out queries"] + [f"{k:>10}: {float(v.mean()):.4f}" for k, v in after.items()]
     if baseline is not None:
-        before = scores(baseline)
+        before = held_out_scores(load_encoder(baseline), dataset, test)
         low, high = paired_bootstrap_ci(before["ndcg@10"], after["ndcg@10"], seed=seed)
         gain = float(after["ndcg@10"].mean() - before["ndcg@10"].mean())
         lines = [f"{len(test)} held-out queries (baseline -> model)"] + [

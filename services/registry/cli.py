@@ -19,6 +19,7 @@ from services.api.embedding_studio.v1 import registry_pb2_grpc
 from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
 from services.common.client import open_channel
 from services.common.mlflow_models import ModelArchiveError, extract_model_archive
+from services.common.settings import Settings
 
 app = typer.Typer(help="Model versions (the registry service).", no_args_is_help=True)
 
@@ -60,17 +61,9 @@ def _default_out(plugin: str, version: str) -> Path:
     return Path.cwd() / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', plugin).strip('-')}-v{version}"
 
 
-@app.command("download")
-def download(
-    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
-    version: Annotated[str, typer.Option(help="Model version; default: the best.")] = "",
-    out: Annotated[Path | None, typer.Option(help="Folder to extract the model into (must be empty or new). "
-                                                  "Default: ./<plugin>-v<version>.")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Download a model version, check its sha256, and extract it into a folder that
-    `SentenceTransformer(folder)` loads."""
-    settings = load_settings()
+def fetch_model(settings: Settings, plugin: str, version: str, out: Path | None) -> tuple[pb.ModelArchive, Path]:
+    """Streams a version through DownloadModel (progress on stderr), checks its size and sha256, and
+    extracts it into `out` (default ./<plugin>-v<version>); exits with a message on any mismatch."""
     with open_channel(settings.registry_addr, settings) as channel:
         stream = registry_pb2_grpc.RegistryServiceStub(channel).DownloadModel(
             pb.DownloadModelRequest(fine_tuning_method=plugin, version=version), timeout=3600)
@@ -106,6 +99,20 @@ def download(
                     raise typer.Exit(1) from error
         except grpc.RpcError as error:
             raise rpc_failed(error, settings.registry_addr) from error
+    return header, folder
+
+
+@app.command("download")
+def download(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    version: Annotated[str, typer.Option(help="Model version; default: the best.")] = "",
+    out: Annotated[Path | None, typer.Option(help="Folder to extract the model into (must be empty or new). "
+                                                  "Default: ./<plugin>-v<version>.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Download a model version, check its sha256, and extract it into a folder that
+    `SentenceTransformer(folder)` loads."""
+    header, folder = fetch_model(load_settings(), plugin, version, out)
     result = {"fine_tuning_method": plugin, "version": header.version, "sha256": header.sha256,
               "size_bytes": header.size_bytes, "path": str(folder)}
     emit(result, as_json, [f"downloaded {plugin} version {header.version} ({header.size_bytes} bytes, sha256 "

@@ -117,24 +117,29 @@ def list_tasks(
 
 
 def follow(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str, console: Console) -> pb.Task:
-    """Streams the task's progress to stderr as progress bars (one per trial) until it ends."""
+    """Streams the task's progress to stderr until it ends: a bar for the stage the task is in, and one
+    per trial (its steps, with the latest held-out nDCG@10)."""
     last: pb.Task | None = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[detail]}"), console=console, transient=False) as bars:
-        bar = None
-        trial = 0
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[detail]}"), console=console) as bars:
+        stage_bar = bars.add_task("task", total=None, detail="")
+        trial_bars: dict[int, int] = {}
         for update in _updates(stub, task_id):
             last = update
             progress = update.progress
-            if progress.trial and progress.trial != trial:
-                trial = progress.trial
-                bar = bars.add_task(f"trial {trial}/{progress.trials_total}", total=progress.steps_total or None,
-                                    detail="")
-            if bar is None:
-                bar = bars.add_task(progress.stage or status_name(update.status), total=None, detail="")
-            ndcg = progress.metrics.get("test_ndcg_at_10")
-            detail = f"{progress.stage}" + (f", held-out nDCG@10 {ndcg:.4f}" if ndcg is not None else "")
-            bars.update(bar, completed=progress.step, total=progress.steps_total or None, detail=detail)
+            bars.update(stage_bar, detail=f"{status_name(update.status)}: {progress.stage or '-'}")
+            if progress.trial and progress.stage == "training":
+                if progress.trial not in trial_bars:
+                    for bar in trial_bars.values():  # the previous trial is over
+                        bars.update(bar, completed=bars.tasks[bar].total or 0)
+                    trial_bars[progress.trial] = bars.add_task(f"trial {progress.trial}/{progress.trials_total}",
+                                                               total=progress.steps_total or None, detail="")
+                ndcg = progress.metrics.get("test_ndcg_at_10")
+                bars.update(trial_bars[progress.trial], completed=progress.step, total=progress.steps_total or None,
+                            detail=f"epoch {progress.epoch}/{progress.epochs_total}"
+                                   + (f", held-out nDCG@10 {ndcg:.4f}" if ndcg is not None else ""))
+        for bar in [stage_bar, *trial_bars.values()]:
+            bars.update(bar, total=bars.tasks[bar].total or 1, completed=bars.tasks[bar].total or 1)
     if last is None:
         raise RuntimeError(f"WatchTask of {task_id} ended without sending the task")
     return last

@@ -98,7 +98,8 @@ class TaskRunner:
                                f"{error.details()}") from error
 
     def run(self, task_id: str, plugin_name: str, batch_id: str, report: Callable[[str, TrialProgress | None], None],
-            should_stop: Callable[[], bool]) -> Outcome:
+            should_stop: Callable[[], bool], max_evals: int | None = None) -> Outcome:
+        """`max_evals`: the task's own number of trials (metadata `initial_max_evals`) instead of the plugin's."""
         plugin = self.plugin_entry(plugin_name).cls()
         manager = getattr(plugin, "manager", None)
         if manager is None:
@@ -114,6 +115,8 @@ class TaskRunner:
             except DatasetNotFound as error:
                 raise ValueError(f"the dataset of {plugin_name!r} {plugin.meta.version} for batch {batch_id!r} is "
                                  f"not in {self._store.uri}: {error}") from error
+            if max_evals is not None:
+                builder.initial_max_evals = max_evals
             best = self._call(self._registry.GetBestModel,
                               registry_pb2.GetBestModelRequest(fine_tuning_method=plugin_name)).model
             max_seq_length = builder.fine_tuning_settings.max_seq_length

@@ -26,7 +26,7 @@ from services.common.errors import (
 from services.common.logging import get_logger
 from services.common.settings import Limits
 from services.trainer.runner import TaskRunner
-from services.trainer.tasks import TERMINAL, TaskRecord, TaskStore, now_s
+from services.trainer.tasks import MAX_EVALS_KEY, TERMINAL, TaskRecord, TaskStore, now_s
 
 log = get_logger("trainer")
 
@@ -96,6 +96,14 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         if len(metadata) > self._limits.max_meta_bytes:
             raise InvalidArgument("metadata", f"is {len(metadata)} bytes as JSON; ES_MAX_META_BYTES is "
                                               f"{self._limits.max_meta_bytes}")
+
+        if MAX_EVALS_KEY in request.metadata.fields:
+            value = request.metadata.fields[MAX_EVALS_KEY]
+            number = value.number_value if value.WhichOneof("kind") == "number_value" else None
+            if number is None or number != int(number) or not 1 <= number <= 1000:
+                raise InvalidArgument(f"metadata.{MAX_EVALS_KEY}", (
+                    "must be a whole number of trials in 1..1000; it replaces the plugin's initial_max_evals "
+                    "for this task"))
 
         existing_id = await self._store.task_of_key(request.idempotency_key)
         if existing_id is not None:

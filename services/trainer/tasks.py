@@ -27,6 +27,8 @@ from services.common.errors import NotFound, Unavailable
 from services.common.nats import NatsConnection
 
 BUCKET = "es_trainer_tasks"
+# A task's metadata key that overrides the plugin's number of trials for that task.
+MAX_EVALS_KEY = "initial_max_evals"
 TERMINAL = (pb.TASK_STATUS_DONE, pb.TASK_STATUS_CANCELED, pb.TASK_STATUS_ERROR)
 _TASK_PREFIX = "task."
 _IDEMPOTENCY_PREFIX = "idem."

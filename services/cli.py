@@ -65,6 +65,26 @@ def serve(
         raise typer.Exit(1) from error
 
 
+@app.command()
+def health(
+    address: Annotated[str, typer.Argument(help="host:port of an Embedding Studio service.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 5.0,
+) -> None:
+    """Exit 0 when the service at ADDRESS answers grpc.health.v1 SERVING (for container health checks)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    settings = load_settings()
+    with open_channel(address, settings) as channel:
+        try:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout).status
+        except grpc.RpcError as error:
+            raise rpc_failed(error, address) from error
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    typer.echo(f"{address}: {name}")
+    if status != health_pb2.HealthCheckResponse.SERVING:
+        raise typer.Exit(1)
+
+
 @batch_app.command("release")
 def batch_release(
     release_id: Annotated[str | None, typer.Option(help="Idempotency key; a retry with it releases nothing new. "

@@ -1,0 +1,41 @@
+"""`es up` brings NATS, MLflow and the four services up on one machine, prints where they are, and stops
+them all on SIGTERM; `es health` answers for each."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.servers import REPO_ROOT, VENV_BIN
+
+
+def test_es_up_serves_every_service_until_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ES_")}
+    up = subprocess.Popen([str(VENV_BIN / "es"), "up", "--state-dir", str(tmp_path)], cwd=REPO_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        exports: dict[str, str] = {}
+        deadline = time.monotonic() + 240
+        while "ES_TRAINER_ADDR" not in exports:
+            assert time.monotonic() < deadline and up.poll() is None, up.stderr.read() if up.poll() else "timeout"
+            line = up.stdout.readline()
+            if line.startswith("export "):
+                name, value = line.removeprefix("export ").strip().split("=", 1)
+                exports[name] = value
+        assert exports["ES_NATS_URL"].startswith("nats://127.0.0.1:")
+        assert exports["ES_MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
+        for service in ("INGEST", "DATAPREP", "TRAINER", "REGISTRY"):
+            checked = subprocess.run([str(VENV_BIN / "es"), "health", exports[f"ES_{service}_ADDR"]], env=env,
+                                     capture_output=True, text=True, timeout=60)
+            assert checked.returncode == 0 and "SERVING" in checked.stdout, checked.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(120) == 0
+    for service in ("ingest", "dataprep", "registry", "trainer"):
+        assert '"stopped"' in (tmp_path / "logs" / f"{service}.log").read_text().splitlines()[-1]
+    refused = subprocess.run([str(VENV_BIN / "es"), "health", exports["ES_INGEST_ADDR"], "--timeout", "1"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr

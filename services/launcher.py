@@ -42,6 +42,14 @@ def nats_server_binary() -> str:
     return found
 
 
+def _plugins_path(configured: str | None) -> Path:
+    """The plugins folder as an absolute path (the children run in the state folder): the configured one,
+    else ./plugins, else the repository's."""
+    if configured:
+        return Path(configured).resolve()
+    return Path("plugins").resolve() if Path("plugins").is_dir() else REPO_PLUGINS
+
+
 @dataclass
 class Child:
     name: str
@@ -120,10 +128,7 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         configured = {k: v for k, v in os.environ.items() if k.startswith("ES_") and v}
         env = {"ES_STATE_DIR": str(self.state_dir), "ES_LOG_FORMAT": "json",
-               "ES_PLUGINS_PATH": str(Path(configured.get("ES_PLUGINS_PATH", "plugins")).resolve()
-                                      if Path(configured.get("ES_PLUGINS_PATH", "plugins")).is_dir()
-                                      else REPO_PLUGINS),
-               **self.extra_env}
+               "ES_PLUGINS_PATH": str(_plugins_path(configured.get("ES_PLUGINS_PATH"))), **self.extra_env}
         if "ES_NATS_URL" in configured:
             env["ES_NATS_URL"] = configured["ES_NATS_URL"]
         else:

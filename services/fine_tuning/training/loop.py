@@ -158,8 +158,8 @@ def train_run(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            running_loss.append(loss.item())  # waits for the step to finish on a GPU, so the timing is true
             train_seconds += time.perf_counter() - began
-            running_loss.append(loss.item())
             step += 1
             if step % eval_every_steps and step != total_steps:
                 # Every step shows in the task's progress, with the latest held-out metrics.

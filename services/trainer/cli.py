@@ -42,6 +42,20 @@ def _stub(channel: grpc.Channel) -> trainer_pb2_grpc.TrainerServiceStub:
     return trainer_pb2_grpc.TrainerServiceStub(channel)
 
 
+def _call_task(rpc: str, request: object) -> pb.Task:
+    """Calls the TrainerService method `rpc` that answers with a task; a failure exits with its status."""
+    settings = load_settings()
+    with open_channel(settings.trainer_addr, settings) as channel:
+        try:
+            return getattr(_stub(channel), rpc)(request, timeout=30).task
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.trainer_addr) from error
+
+
+def _show(task: pb.Task, as_json: bool) -> None:
+    emit(as_dict(task), as_json, task_lines(task))
+
+
 @app.command("create")
 def create(
     plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
@@ -73,13 +87,7 @@ def create(
 @app.command("get")
 def get(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
     """Show a task."""
-    settings = load_settings()
-    with open_channel(settings.trainer_addr, settings) as channel:
-        try:
-            task = _stub(channel).GetTask(pb.GetTaskRequest(task_id=task_id), timeout=30).task
-        except grpc.RpcError as error:
-            raise rpc_failed(error, settings.trainer_addr) from error
-    emit(as_dict(task), as_json, task_lines(task))
+    _show(_call_task("GetTask", pb.GetTaskRequest(task_id=task_id)), as_json)
 
 
 @app.command("list")
@@ -167,22 +175,10 @@ def watch(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False
 @app.command("cancel")
 def cancel(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
     """Cancel a pending or running task (a running training stops within seconds)."""
-    settings = load_settings()
-    with open_channel(settings.trainer_addr, settings) as channel:
-        try:
-            task = _stub(channel).CancelTask(pb.CancelTaskRequest(task_id=task_id), timeout=30).task
-        except grpc.RpcError as error:
-            raise rpc_failed(error, settings.trainer_addr) from error
-    emit(as_dict(task), as_json, task_lines(task))
+    _show(_call_task("CancelTask", pb.CancelTaskRequest(task_id=task_id)), as_json)
 
 
 @app.command("restart")
 def restart(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False) -> None:
     """Queue a canceled or failed task again; its finished runs are reused."""
-    settings = load_settings()
-    with open_channel(settings.trainer_addr, settings) as channel:
-        try:
-            task = _stub(channel).RestartTask(pb.RestartTaskRequest(task_id=task_id), timeout=30).task
-        except grpc.RpcError as error:
-            raise rpc_failed(error, settings.trainer_addr) from error
-    emit(as_dict(task), as_json, task_lines(task))
+    _show(_call_task("RestartTask", pb.RestartTaskRequest(task_id=task_id)), as_json)

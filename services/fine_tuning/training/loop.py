@@ -117,9 +117,16 @@ def train_run(
             return cache.encode(model, item_ids)
         return model.encode_items(item_inputs(item_ids))
 
+    def encode_held_out_items(item_ids: Sequence[str]) -> torch.Tensor:
+        # A held-out evaluation embeds every item of the dataset (a minute on a CPU for a few thousand):
+        # a cancel is heard between its batches, not only between training steps.
+        if should_stop():
+            raise TrainingCanceled
+        return encode_items(item_ids)
+
     def evaluate() -> HeldOutScores:
         model.eval()
-        scores = held_out.score(model.encode_queries, encode_items)
+        scores = held_out.score(model.encode_queries, encode_held_out_items)
         model.train()
         return scores
 

@@ -49,6 +49,25 @@ def test_an_excluded_candidate_never_acts_as_a_negative() -> None:
     assert loss(queries, moved, targets, weights, excluded).item() == pytest.approx(before.item())
 
 
+def test_the_symmetric_loss_adds_each_clicked_item_against_the_batch_queries() -> None:
+    queries, candidates = unit(3, seed=5), unit(5, seed=6)
+    targets = torch.tensor([0, 1, 1])  # rows 1 and 2 clicked the same item
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    excluded = torch.zeros(3, 5, dtype=torch.bool)
+    excluded[0, 1] = True  # item 1 is also relevant to row 0 (another click of its session)
+    expected_sum = 0.0
+    for i in range(3):
+        forward = [20 * float(queries[i] @ candidates[j]) for j in range(5) if not excluded[i, j]]
+        forward_loss = -20 * float(queries[i] @ candidates[targets[i]]) + math.log(sum(math.exp(v) for v in forward))
+        item = candidates[targets[i]]
+        kept = [j for j in range(3) if j == i or (targets[j] != targets[i] and not excluded[j, targets[i]])]
+        reverse = [20 * float(queries[j] @ item) for j in kept]
+        reverse_loss = -20 * float(queries[i] @ item) + math.log(sum(math.exp(v) for v in reverse))
+        expected_sum += float(weights[i]) * (forward_loss + reverse_loss) / 2
+    got = ClickContrastiveLoss(symmetric=True)(queries, candidates, targets, weights, excluded)
+    assert got.item() == pytest.approx(expected_sum / float(weights.sum()), rel=1e-5)
+
+
 def test_prob_margin_ranking_loss_is_mean_confidence_times_sigmoid_of_the_gap() -> None:
     pos, neg = torch.tensor([0.9, 0.2, 0.5]), torch.tensor([0.1, 0.4, 0.5])
     confidences = torch.tensor([1.0, 0.5, 2.0])

@@ -71,6 +71,9 @@ class ClickContrastiveLoss(nn.Module):
     Args:
         scale: inverse temperature applied to cosine similarities (> 0; default 20, as
             sentence-transformers' MultipleNegativesRankingLoss).
+        symmetric: also score each row's clicked item against every query of the batch (the other
+            rows' queries are its negatives, rows sharing its item or relevant to it are masked), and
+            average the two directions, as sentence-transformers' MultipleNegativesSymmetricRankingLoss.
 
     Inputs: `queries` (B, D) and `candidates` (C, D) L2-normalised embeddings, `targets` (B,) the
     candidate column of each row's clicked item, `weights` (B,) >= 0 (click confidences, e.g. inverse
@@ -81,18 +84,27 @@ class ClickContrastiveLoss(nn.Module):
     Henderson et al., "Efficient Natural Language Response Suggestion for Smart Reply", 2017.
     """
 
-    def __init__(self, scale: float = 20.0) -> None:
+    def __init__(self, scale: float = 20.0, symmetric: bool = False) -> None:
         super().__init__()
         if scale <= 0:
             raise ValueError(f"scale must be > 0, not {scale}")
         self.scale = scale
+        self.symmetric = symmetric
 
     def forward(self, queries: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor,
                 weights: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
-        logits = self.scale * queries @ candidates.T  # (B, C)
-        logits = logits.masked_fill(excluded, float("-inf"))
+        similarities = queries @ candidates.T  # (B, C)
+        logits = (self.scale * similarities).masked_fill(excluded, float("-inf"))
         losses = F.cross_entropy(logits, targets, reduction="none")  # (B,)
+        if self.symmetric:
+            # Row i: its clicked item against every query j; j is masked when it shares the item or the
+            # item is relevant to j (another click of j's session).
+            rows = torch.arange(len(targets), device=targets.device)
+            reverse = self.scale * similarities[:, targets].T  # (B items, B queries)
+            same_item = (targets[:, None] == targets[None, :]) & (rows[:, None] != rows[None, :])
+            reverse = reverse.masked_fill(same_item | excluded[:, targets].T, float("-inf"))
+            losses = (losses + F.cross_entropy(reverse, rows, reduction="none")) / 2
         return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
     def config(self) -> dict[str, object]:
-        return {"loss": type(self).__name__, "scale": self.scale}
+        return {"loss": type(self).__name__, "scale": self.scale, "symmetric": self.symmetric}

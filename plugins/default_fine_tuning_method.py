@@ -70,9 +70,10 @@ class DefaultFineTuningMethod(FineTuningMethod):
 
         # What won on the quality benchmark (bench/README.md, "Training quality"): in-batch negatives only
         # and the symmetric loss (+2.6% test nDCG@10 for the final model vs. +1.9% one-way, +0.0% with the
-        # old 2 hard negatives and IPS weights). Position weights are off here (examination_eta=0; the
-        # library's default is 1): with noise clicks (EVALUATION.md's eps = 0.1) and one relevant item per
-        # query, (position)^eta gives a low noise click up to 10x the weight of the relevant top click.
+        # old 2 hard negatives and IPS weights). Position weights are off for training (the held-out
+        # metrics keep them, with the examination model's eta = 1): with noise clicks (EVALUATION.md's
+        # eps = 0.1) and one relevant item per query, (position)^eta gives a low noise click up to 10x
+        # the weight of the relevant top click in a gradient step.
         # Hard negatives are off for the same reason (the relevant item often shows up unclicked) and
         # because they triple the items per step. One epoch: a second one overfit.
         self.settings = FineTuningSettings(
@@ -82,7 +83,7 @@ class DefaultFineTuningMethod(FineTuningMethod):
             batch_size=64,
             test_each_n_sessions=0.5,
             hard_negatives=0,
-            examination_eta=0.0,
+            weight_training_clicks=False,
         )
 
     def upload_initial_model(self) -> None:

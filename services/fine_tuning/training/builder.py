@@ -146,7 +146,7 @@ class FineTuningBuilder:
         manager = self.experiments_manager
         data = self.ranking_data
         item_ids = list(data.items)
-        held_out = HeldOutQueries(data.test, item_ids, self.query_retriever)
+        held_out = self._held_out()
         if not len(held_out):
             raise ValueError("the batch's held-out sessions have no clicks: nothing to choose a model on")
         train_with_clicks = sum(1 for s in data.train if not s.is_irrelevant)
@@ -198,8 +198,9 @@ class FineTuningBuilder:
                         caches[params.num_fixed_layers] = ItemPrefixCache(model, item_ids,
                                                                           [data.items[i] for i in item_ids])
                     cache = caches[params.num_fixed_layers]
+                eta = settings.examination_eta if settings.weight_training_clicks else 0.0
                 examples = make_click_examples(data.train, self.query_retriever, settings.hard_negatives,
-                                               settings.examination_eta, settings.max_click_weight,
+                                               eta, settings.max_click_weight,
                                                params.negative_downsampling, settings.seed)
                 result = train_run(
                     model, examples, train_with_clicks, held_out, settings, params,
@@ -248,5 +249,10 @@ class FineTuningBuilder:
     def score(self, model: EmbeddingModel) -> HeldOutScores:
         """`model`'s ranking metrics on the batch's held-out sessions."""
         data = self.ranking_data
-        held_out = HeldOutQueries(data.test, list(data.items), self.query_retriever)
-        return held_out.score(model.encode_queries, lambda ids: model.encode_items([data.items[i] for i in ids]))
+        return self._held_out().score(model.encode_queries,
+                                      lambda ids: model.encode_items([data.items[i] for i in ids]))
+
+    def _held_out(self) -> HeldOutQueries:
+        settings = self.fine_tuning_settings
+        return HeldOutQueries(self.ranking_data.test, list(self.ranking_data.items), self.query_retriever,
+                              settings.examination_eta, settings.max_click_weight)

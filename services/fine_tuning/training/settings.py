@@ -28,9 +28,12 @@ class FineTuningSettings:
         max_seq_length: tokens per text (queries and items); None keeps the model's own.
         early_stopping_patience: evaluations without improvement of the main metric before a run stops.
         hard_negatives: shown-but-not-clicked results of a session used as its hard negatives.
-        examination_eta: exponent of the examination model, P(examined at position k) = (1/k)^eta;
-            clicks are weighted by its inverse (position-aware), 0 turns that off.
+        examination_eta: exponent of the users' examination model, P(examined at position k) = (1/k)^eta.
+            The held-out metrics weigh each click by its inverse (position-aware judgments), and so do
+            the training examples while `weight_training_clicks` is on; 0 weighs every click the same.
         max_click_weight: cap of a click's inverse-propensity weight (keeps variance bounded).
+        weight_training_clicks: weigh training examples by inverse propensity too (the held-out metrics
+            always are).
         warmup_ratio: fraction of the steps over which the learning rate warms up linearly.
         seed: seeds torch, numpy, Python and the search, so a run is repeatable.
     """
@@ -46,6 +49,7 @@ class FineTuningSettings:
     hard_negatives: int = 2
     examination_eta: float = 1.0
     max_click_weight: float = 10.0
+    weight_training_clicks: bool = True
     warmup_ratio: float = 0.1
     seed: int = 0
 

@@ -20,7 +20,7 @@ import optuna
 
 from services.common.logging import get_logger
 from services.common.mlflow_models import download_model_archive, extract_model_archive
-from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
+from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores, estimate_click_noise
 from services.fine_tuning.training.examples import make_click_examples
 from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
 from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
@@ -253,6 +253,8 @@ class FineTuningBuilder:
                                       lambda ids: model.encode_items([data.items[i] for i in ids]))
 
     def _held_out(self) -> HeldOutQueries:
-        settings = self.fine_tuning_settings
-        return HeldOutQueries(self.ranking_data.test, list(self.ranking_data.items), self.query_retriever,
-                              settings.examination_eta, settings.max_click_weight)
+        settings, data = self.fine_tuning_settings, self.ranking_data
+        # The click model's noise rate from the whole batch: more impressions than the test side alone.
+        noise = estimate_click_noise([*data.train, *data.test], settings.examination_eta)
+        return HeldOutQueries(data.test, list(data.items), self.query_retriever, settings.examination_eta,
+                              settings.max_click_weight, noise)

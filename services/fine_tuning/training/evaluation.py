@@ -2,17 +2,25 @@
 grouped by query, the items clicked in them are the relevant ones, and each query ranks every item of
 the dataset. The trainer's search and the registry's promotion gate choose on these numbers.
 
-Clicks come from the ranker that was in production when they were logged, and users mostly click near
-the top, so plain "every clicked item is relevant" judgments favour that ranker: a relevant item it put
-at position 5 is rarely clicked (and so rarely judged), while the noise clicks it collected on its own
-top results are. A model that fixes the first kind of query and reorders the second scores worse than
-the logging ranker although it is better (measured: bench/README.md). So each click is a judgment
-weighted by the inverse propensity of the position it was shown at, (position)^eta under the
-examination model P(examined at k) = (1/k)^eta, capped (Joachims et al., WSDM 2017), and the metrics
-are self-normalised weighted means over clicks: nDCG@10 of a click is 1/log2(1 + r) for its rank r
-among the dataset's items with the query's other clicked items left out (with one relevant item a
-query, exactly that query's nDCG@10), MRR@10 is 1/r, recall@k is [r <= k]. With eta = 0 every click
-weighs the same."""
+Plain "every clicked item is relevant" judgments favour the ranker that was in production when the
+clicks were logged, whatever the model under test: users mostly click near the top, so a relevant item
+that ranker buried is rarely clicked (and so rarely judged), while its own top results collect the
+noise clicks. A model that fixes the first kind of query and reorders the second scored worse than the
+start model although it ranked the true labels better (bench/README.md), and the search never kept a
+fine-tuned model. So the clicks are read through the position-based click model of the examination
+literature (Joachims et al., WSDM 2017) with a noise floor:
+
+    P(click at position k) = (1/k)^eta * (noise + (1 - noise) * relevant)
+
+`eta` comes from the plugin's settings; `noise` (the click rate of an examined result that is not
+relevant) is estimated from the batch itself (`estimate_click_noise`). Each shown result of a session
+then has an unbiased relevance estimate, (clicked * min(k^eta, cap) - noise) / (1 - noise), summed per
+query and item. A metric is the sum over queries of those estimates times the gain of the rank the
+model gives the item (nDCG@10: 1/log2(1 + rank) up to rank 10; MRR@10: 1/rank up to 10; recall@k:
+[rank <= k]), divided by the same sum for the ideal ranking (the positive estimates in descending
+order), so it lies in [0, 1] (a model ranking the skipped results above the clicked ones can fall below
+0, reported as 0) and every model of a batch is divided by the same number.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from services.fine_tuning.training.examples import click_weight
+from sklearn.isotonic import IsotonicRegression
 
 RECALL_KS = (10, 100)
+# The gain of a judged item at each 1-based rank, per metric.
+GAINS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "ndcg@10": lambda ranks: np.where(ranks <= 10, 1.0 / np.log2(1 + ranks), 0.0),
+    "mrr@10": lambda ranks: np.where(ranks <= 10, 1.0 / ranks, 0.0),
+    **{f"recall@{k}": (lambda ranks, k=k: (ranks <= k).astype(float)) for k in RECALL_KS},
+}
+# An estimate above this would say clicks carry almost no signal; it is capped so the estimates stay finite.
+MAX_CLICK_NOISE = 0.9
 
 
 @dataclass(frozen=True)
@@ -54,55 +69,101 @@ class HeldOutScores:
         }
 
 
+def estimate_click_noise(sessions: Sequence[Any], examination_eta: float) -> float:
+    """The click rate of an examined, not relevant result, from not-irrelevant sessions.
+
+    Under the click model, k^eta * CTR(k) = noise + (1 - noise) * P(relevant at k), which falls with k
+    towards `noise` where the ranker stops showing relevant results: the deepest value of its
+    non-increasing (isotonic, impression-weighted) fit is the estimate, capped at MAX_CLICK_NOISE.
+    """
+    impressions: dict[int, int] = {}
+    clicks: dict[int, int] = {}
+    for session in sessions:
+        if session.is_irrelevant:
+            continue
+        for result in session.results:
+            impressions[result.position] = impressions.get(result.position, 0) + 1
+            clicks[result.position] = clicks.get(result.position, 0) + int(result.is_click)
+    if not impressions:
+        return 0.0
+    positions = np.array(sorted(impressions), dtype=float)
+    shown = np.array([impressions[int(k)] for k in positions], dtype=float)
+    rates = np.array([clicks[int(k)] for k in positions]) / shown * positions**examination_eta
+    fitted = IsotonicRegression(increasing=False).fit(positions, rates, sample_weight=shown).predict(positions)
+    return float(min(max(fitted[-1], 0.0), MAX_CLICK_NOISE))
+
+
 class HeldOutQueries:
-    """The judged clicks of the test sessions, built once per dataset.
+    """The judged results of the test sessions, built once per dataset.
 
     Args:
         test_sessions: the splitter's test side (parsed sessions).
         item_ids: every item of the dataset; each query ranks all of them.
         retriever: the plugin's query retriever (query item -> model input).
-        examination_eta: the examination model's exponent (>= 0); 0 weighs every click the same.
-        max_click_weight: the cap of a click's weight (>= 1), which bounds the variance.
+        examination_eta: the examination model's exponent (>= 0).
+        max_click_weight: the cap of a click's inverse propensity (>= 1), which bounds the variance.
+        click_noise: the click model's noise rate in [0, MAX_CLICK_NOISE]; None estimates it from
+            `test_sessions` (the trainer estimates it from the whole batch).
     """
 
     def __init__(self, test_sessions: Sequence[Any], item_ids: Sequence[str], retriever: Callable[[Any], Any],
-                 examination_eta: float = 1.0, max_click_weight: float = 10.0) -> None:
+                 examination_eta: float = 1.0, max_click_weight: float = 10.0, click_noise: float | None = None
+                 ) -> None:
         if examination_eta < 0 or max_click_weight < 1:
             raise ValueError(f"examination_eta must be >= 0 and max_click_weight >= 1, not {examination_eta} "
                              f"and {max_click_weight}")
+        if click_noise is None:
+            click_noise = estimate_click_noise(test_sessions, examination_eta)
+        if not 0 <= click_noise <= MAX_CLICK_NOISE:
+            raise ValueError(f"click_noise must lie in [0, {MAX_CLICK_NOISE}], not {click_noise}")
+        self.click_noise = click_noise
         self.item_ids = list(item_ids)
         row = {item_id: i for i, item_id in enumerate(self.item_ids)}
         group_row: dict[str, int] = {}
-        group_query: list[Any] = []
+        self._queries: list[Any] = []
         # Per session: (query row, clicked rows, other shown rows) for DistanceShift.
         self._sessions: list[tuple[int, list[int], list[int]]] = []
-        clicks: list[tuple[int, int, float]] = []  # (query row, item row, weight)
+        relevance: dict[tuple[int, int], float] = {}  # (query row, item row) -> summed relevance estimate
         for session in test_sessions:
             key = session.query.group_key()
             if key not in group_row:
-                group_row[key] = len(group_query)
-                group_query.append(retriever(session.query))
+                group_row[key] = len(self._queries)
+                self._queries.append(retriever(session.query))
             query_row = group_row[key]
             shown = [r for r in session.results if r.item_id in row]
             clicked = [] if session.is_irrelevant else [r for r in shown if r.is_click]
             self._sessions.append((query_row, [row[r.item_id] for r in clicked],
                                    [row[r.item_id] for r in shown if not r.is_click]))
-            clicks.extend((query_row, row[r.item_id], click_weight(r.position, 1.0, examination_eta, max_click_weight))
-                          for r in clicked)
-        self._queries = group_query
-        self._clicks = clicks
-        self._clicked_by_query: dict[int, set[int]] = {}
-        for query_row, item_row, _ in clicks:
-            self._clicked_by_query.setdefault(query_row, set()).add(item_row)
+            for result in shown if clicked else ():
+                key_pair = (query_row, row[result.item_id])
+                relevance[key_pair] = (relevance.get(key_pair, 0.0)
+                                       + self._relevance(result, examination_eta, max_click_weight))
+        self._judged_queries = len({query_row for query_row, _ in relevance})
+        self._judged_query_rows = np.array([q for q, _ in relevance], dtype=int)
+        self._judged_item_rows = np.array([i for _, i in relevance], dtype=int)
+        self._relevances = np.array(list(relevance.values()))
+        # The ideal ranking's sums: per query, the positive estimates in descending order at ranks 1, 2, ...
+        # (positive wherever there is a click: a click's inverse propensity, >= 1, exceeds any noise rate).
+        ideal_ranks, ideal_relevances = [], []
+        for query_row in set(self._judged_query_rows.tolist()):
+            positive = np.sort(self._relevances[(self._judged_query_rows == query_row) & (self._relevances > 0)])
+            ideal_relevances.extend(positive[::-1])
+            ideal_ranks.extend(range(1, len(positive) + 1))
+        self._ideal = {name: float((np.array(ideal_relevances) * gain(np.array(ideal_ranks, dtype=int))).sum())
+                       for name, gain in GAINS.items()}
+
+    def _relevance(self, result: Any, eta: float, cap: float) -> float:
+        propensity_inverse = min(float(result.position) ** eta, cap)
+        return (float(result.is_click) * propensity_inverse - self.click_noise) / (1 - self.click_noise)
 
     def __len__(self) -> int:
-        """The number of judged queries (queries with at least one click)."""
-        return len(self._clicked_by_query)
+        """The number of judged queries (queries with a clicked session)."""
+        return self._judged_queries
 
     def score(self, encode_queries: Callable[[Sequence[Any]], torch.Tensor],
               encode_items: Callable[[Sequence[str]], torch.Tensor], batch_size: int = 128) -> HeldOutScores:
         """`encode_items` takes item ids; both return L2-normalised embeddings."""
-        if not self._clicks:
+        if not self._judged_queries:
             raise ValueError("no held-out session has a click: nothing to score on")
         with torch.inference_mode():
             items = torch.cat([encode_items(self.item_ids[s:s + batch_size])
@@ -110,32 +171,26 @@ class HeldOutQueries:
             queries = torch.cat([encode_queries(self._queries[s:s + batch_size])
                                  for s in range(0, len(self._queries), batch_size)]).float().cpu().numpy()
         similarities = queries @ items.T  # (queries, items)
-        ranks = np.array([self._rank(similarities[q], item, q) for q, item, _ in self._clicks])
-        weights = np.array([w for _, _, w in self._clicks])
-
-        def mean(values: np.ndarray) -> float:
-            return float((weights * values).sum() / weights.sum())
+        # Each item's 1-based rank for each query (ties go to the lower row, as a stable sort).
+        order = np.argsort(-similarities, axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(1, order.shape[1] + 1)[None, :], axis=1)
+        judged_ranks = ranks[self._judged_query_rows, self._judged_item_rows]
+        metric = {name: max(0.0, float((self._relevances * gain(judged_ranks)).sum()) / self._ideal[name])
+                  for name, gain in GAINS.items()}
 
         margins, irrelevant_similarities = [], []
         for query_row, clicked_rows, other_rows in self._sessions:
             if clicked_rows and other_rows:
-                row = similarities[query_row]
-                margins.append(row[clicked_rows].mean() - row[other_rows].mean())
+                margins.append(similarities[query_row][clicked_rows].mean()
+                               - similarities[query_row][other_rows].mean())
             elif not clicked_rows and other_rows:
                 irrelevant_similarities.append(similarities[query_row][other_rows].mean())
         return HeldOutScores(
-            ndcg_at_10=mean(np.where(ranks <= 10, 1.0 / np.log2(1 + ranks), 0.0)),
-            mrr_at_10=mean(np.where(ranks <= 10, 1.0 / ranks, 0.0)),
-            recall_at={k: mean((ranks <= k).astype(float)) for k in RECALL_KS},
+            ndcg_at_10=metric["ndcg@10"],
+            mrr_at_10=metric["mrr@10"],
+            recall_at={k: metric[f"recall@{k}"] for k in RECALL_KS},
             queries=len(self),
             clicked_margin=float(np.mean(margins)) if margins else 0.0,
             irrelevant_similarity=float(np.mean(irrelevant_similarities)) if irrelevant_similarities else 0.0,
         )
-
-    def _rank(self, similarities: np.ndarray, item: int, query: int) -> int:
-        """1 + the items ranked above `item` (ties go to the lower row, as a stable sort), leaving out the
-        query's other clicked items."""
-        score = similarities[item]
-        above = (similarities > score) | ((similarities == score) & (np.arange(len(similarities)) < item))
-        others = [r for r in self._clicked_by_query[query] if r != item]
-        return 1 + int(above.sum()) - int(above[others].sum())

@@ -29,8 +29,9 @@ class FineTuningSettings:
         early_stopping_patience: evaluations without improvement of the main metric before a run stops.
         hard_negatives: shown-but-not-clicked results of a session used as its hard negatives.
         examination_eta: exponent of the users' examination model, P(examined at position k) = (1/k)^eta.
-            The held-out metrics weigh each click by its inverse (position-aware judgments), and so do
-            the training examples while `weight_training_clicks` is on; 0 weighs every click the same.
+            The held-out metrics read clicks through it (`evaluation.py`: inverse propensity plus a
+            noise rate estimated from the batch), and training examples are weighted by its inverse
+            while `weight_training_clicks` is on; 0 weighs every position the same.
         max_click_weight: cap of a click's inverse-propensity weight (keeps variance bounded).
         weight_training_clicks: weigh training examples by inverse propensity too (the held-out metrics
             always are).

@@ -31,11 +31,15 @@ class SmallBatch:
     retriever: TextQueryRetriever
 
 
-def small_batch(model: TextToTextModel, folder: Path, items: int = 150, sessions: int = 400, seed: int = 0
-                ) -> SmallBatch:
+def small_batch(model: TextToTextModel, folder: Path, items: int = 150, sessions: int = 400, seed: int = 0,
+                start: int | None = None) -> SmallBatch:
+    """`items` spread over the corpus, or, from `start`, that many consecutive ones (one topic: harder)."""
     corpus = bbc_news()
-    step = len(corpus.items) // items
-    subset = EvalDataset(corpus.items[::step][:items], corpus.queries[::step][:items])
+    if start is None:
+        step = len(corpus.items) // items
+        subset = EvalDataset(corpus.items[::step][:items], corpus.queries[::step][:items])
+    else:
+        subset = EvalDataset(corpus.items[start:start + items], corpus.queries[start:start + items])
     items_path, _ = subset.write(folder)
     train_queries, _ = split_queries(subset.queries, 0.2, seed)
     item_vectors = encode(model.model, [i.text for i in subset.items])

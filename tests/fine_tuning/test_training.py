@@ -1,18 +1,23 @@
-"""Fine-tuning on a small simulated batch with the packaged MiniLM: it lowers the loss, keeps the best
-checkpoint by held-out nDCG@10 (the starting model when training did not beat it), records every run
-in MLflow (a real SQLite store), records a failed trial as failed, and a resumed search trains nothing
-it already finished."""
+"""Fine-tuning on a small simulated batch with the packaged MiniLM: it lowers the loss, raises held-out
+nDCG@10 (on the clicks and on true labels), keeps the best checkpoint by held-out nDCG@10 (the starting
+model when training did not beat it), records every run in MLflow (a real SQLite store), records a
+failed trial as failed, and a resumed search trains nothing it already finished."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from services.common.mlflow_models import TAG_SHA256
+from services.evaluation.metrics import score_rankings
+from services.evaluation.retrieval import encode, top_k
+from services.evaluation.simulation import split_queries
 from services.fine_tuning.plugin import PluginMeta
 from services.fine_tuning.training import (
+    ClickContrastiveLoss,
     ExperimentsManager,
     FineTuningBuilder,
     FineTuningSettings,
@@ -21,6 +26,10 @@ from services.fine_tuning.training import (
     TextToTextModel,
     iteration_scope,
 )
+from services.fine_tuning.training.examples import make_click_examples
+from services.fine_tuning.training.loop import train_run
+from services.fine_tuning.training.models import ItemPrefixCache
+from services.fine_tuning.training.settings import FineTuningParams
 from tests.fine_tuning.helpers import small_batch
 
 META = PluginMeta("Small Test Plugin", "1.0")
@@ -88,3 +97,38 @@ def test_failed_trials_are_recorded_as_failed_with_the_reason(minilm: TextToText
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
     assert all("freezing every layer trains nothing" in r.data.tags["es.error"] for r in runs)
+
+
+def test_training_raises_held_out_ndcg_on_the_clicks_and_on_the_true_labels(minilm: TextToTextModel,
+                                                                           tmp_path: Path) -> None:
+    """One topic of the corpus (400 business articles, so the items are alike and the base model has
+    room to improve), 1,200 simulated sessions, the default plugin's loss and settings: the held-out
+    sessions' nDCG@10 (what the search and the gate choose on) rises, and so does nDCG@10 on the
+    queries that no session ever saw, scored on their true labels. Seeded; measured +0.045 and +0.025."""
+    batch = small_batch(minilm, tmp_path / "data", items=400, sessions=1200, start=0)
+    data = batch.ranking_data
+    item_ids = list(data.items)
+    settings = FineTuningSettings(loss_func=ClickContrastiveLoss(symmetric=True), num_epochs=1, batch_size=32,
+                                  max_seq_length=64, test_each_n_sessions=0.5, hard_negatives=0,
+                                  weight_training_clicks=False, seed=0)
+    params = FineTuningParams(num_fixed_layers=2, query_lr=1e-4, items_lr=1e-4, query_weight_decay=0.0,
+                              items_weight_decay=0.0, margin=0.05)
+    _, test_queries = split_queries(batch.dataset.queries, 0.2, 0)
+
+    def true_ndcg(model: TextToTextModel) -> float:
+        items = encode(model.model, [i.text for i in batch.dataset.items])
+        ranked, _ = top_k(encode(model.model, [q.text for q in test_queries]), items, 10)
+        rankings = [[batch.dataset.items[i].id for i in row] for row in ranked]
+        return float(score_rankings(rankings, [q.relevant for q in test_queries])["ndcg@10"].mean())
+
+    before = true_ndcg(minilm)
+    model = copy.deepcopy(minilm)
+    model.fix_layers(params.num_fixed_layers)
+    examples = make_click_examples(data.train, batch.retriever, 0, 0.0, settings.max_click_weight,
+                                   params.negative_downsampling, settings.seed)
+    held_out = HeldOutQueries(data.test, item_ids, batch.retriever)
+    result = train_run(model, examples, len(examples), held_out, settings, params,
+                       item_inputs=lambda ids: [data.items[i] for i in ids],
+                       cache=ItemPrefixCache(model, item_ids, [data.items[i] for i in item_ids]))
+    assert result.best.ndcg_at_10 >= result.initial.ndcg_at_10 + 0.02
+    assert true_ndcg(model) >= before + 0.01

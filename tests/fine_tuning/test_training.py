@@ -53,8 +53,9 @@ def test_fine_tuning_keeps_the_best_checkpoint_and_records_the_runs(minilm: Text
                                                                tracking_uri: str) -> None:
     batch = small_batch(minilm, tmp_path / "data")
     manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10", [MetricsAccumulator("train_loss", True)])
+    builder = builder_for(batch, manager, SPACE, evals=1)
     with iteration_scope(META, batch_id="batch-1", task_id="task-1"):
-        result = builder_for(batch, manager, SPACE, evals=1).run(minilm)
+        result = builder.run(minilm)
     run = result.runs[0]
     losses = [metrics["train_loss"] for _, metrics in run.history if "train_loss" in metrics]
     assert losses[-1] < losses[0]
@@ -63,9 +64,7 @@ def test_fine_tuning_keeps_the_best_checkpoint_and_records_the_runs(minilm: Text
     assert best_step_ndcg == max(metrics["test_ndcg_at_10"] for _, metrics in run.history)
     assert result.best_scores.ndcg_at_10 == pytest.approx(best_step_ndcg)
     # The model handed back is that checkpoint: scoring it again gives the same held-out nDCG@10.
-    held_out = HeldOutQueries(batch.ranking_data.test, list(batch.ranking_data.items), batch.retriever)
-    again = held_out.score(result.model.encode_queries,
-                           lambda ids: result.model.encode_items([batch.ranking_data.items[i] for i in ids]))
+    again = builder.score(result.model)
     assert again.ndcg_at_10 == pytest.approx(best_step_ndcg, abs=0.02)  # cached states are bfloat16
 
     client = MlflowClient(tracking_uri)

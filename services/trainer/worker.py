@@ -129,13 +129,16 @@ class TrainerWorker:
         return claimed
 
     async def _finish(self, task_id: str, attempt: int, status: pb.TaskStatus, stage: str, error: str = "",
-                      outcome: Outcome | None = None) -> None:
+                      outcome: Outcome | None = None, latest: _Latest | None = None) -> None:
         def finish(record: TaskRecord) -> bool:
             task = record.task
             if task.status != pb.TASK_STATUS_PROCESSING and task.status != pb.TASK_STATUS_PENDING:
                 return False  # canceled meanwhile: the cancel stands
             if task.attempt != attempt or task.worker not in ("", self._worker_id):
                 return False
+            if latest is not None:
+                # The last trial, step and metrics, also when the run ended between two heartbeats.
+                _apply_progress(task, latest)
             record.set_status(status, stage)
             task.worker, task.error = "", error
             if outcome is not None:
@@ -202,7 +205,7 @@ class TrainerWorker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self._finish(task.task_id, task.attempt, pb.TASK_STATUS_DONE, "done", outcome=outcome)
+        await self._finish(task.task_id, task.attempt, pb.TASK_STATUS_DONE, "done", outcome=outcome, latest=latest)
         bound.info("task_done", model_version=outcome.model_version, promoted=outcome.promoted)
 
     async def _heartbeat(self, task_id: str, latest: _Latest, stop: threading.Event, why: list[str]) -> None:

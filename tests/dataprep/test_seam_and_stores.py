@@ -5,6 +5,8 @@ complete dataset atomically, so a crash mid-write leaves nothing visible."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,6 +147,24 @@ def test_a_killed_writers_temporary_folder_is_invisible(tmp_path: Path, items_pa
     with preparing_dataset(store, META, "batch-1"):
         prepare_data(clickstream(), *text_pipeline(items_path))
     assert store.manifest(key) is not None
+
+
+def test_opening_the_store_removes_killed_writers_stale_temporaries_only(tmp_path: Path) -> None:
+    datasets, failures = tmp_path / "artifacts" / "datasets", tmp_path / "artifacts" / "failures"
+    stale_folder, fresh_folder = datasets / ".tmp-abc-dead", datasets / ".tmp-abc-writing"
+    stale_record, published = failures / ".tmp-1234-record.json", datasets / "abc"
+    for folder in (stale_folder, fresh_folder, published):
+        folder.mkdir(parents=True)
+        (folder / "sessions.parquet").write_bytes(b"half")
+    failures.mkdir()
+    stale_record.write_text("{}")
+    two_hours_ago = time.time() - 7200
+    for entry in (stale_folder, stale_record, published):
+        os.utime(entry, (two_hours_ago, two_hours_ago))
+    DatasetStore.open(str(tmp_path / "artifacts"))
+    assert not stale_folder.exists() and not stale_record.exists()
+    assert fresh_folder.exists()  # maybe another replica's write in progress
+    assert (published / "sessions.parquet").exists()
 
 
 def test_the_first_published_dataset_of_a_key_wins(store: DatasetStore, items_path: Path) -> None:

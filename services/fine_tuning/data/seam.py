@@ -160,13 +160,28 @@ def _fsync_dir(path: Path) -> None:
 class LocalDatasetStore(DatasetStore):
     """`<root>/datasets/<dataset_id>/{sessions.parquet, items.parquet, manifest.json}`, written into
     `<root>/datasets/.tmp-<dataset_id>-<random>/` and published by one atomic `rename`; a crash leaves
-    only a `.tmp-` folder, which no reader looks at."""
+    only a `.tmp-` entry, which no reader looks at and which the next store opened on the folder removes
+    once it is `STALE_TEMPORARY_S` old (younger ones may be another replica's write in progress)."""
+
+    STALE_TEMPORARY_S = 3600.0
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.uri = str(root)
         self._datasets = root / "datasets"
         self._failures = root / "failures"
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        cutoff = time.time() - self.STALE_TEMPORARY_S
+        for folder in (self._datasets, self._failures):
+            for entry in folder.glob(".tmp-*") if folder.is_dir() else ():
+                with contextlib.suppress(OSError):  # another opener removed it first
+                    if entry.lstat().st_mtime < cutoff:
+                        if entry.is_dir() and not entry.is_symlink():
+                            shutil.rmtree(entry)
+                        else:
+                            entry.unlink()
 
     def dataset_uri(self, key: DatasetKey) -> str:
         return str(self._datasets / key.dataset_id)

@@ -5,6 +5,7 @@ trying in the background (a service starts and serves while NATS is down), and p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import nats
@@ -27,6 +28,8 @@ MODEL_PROMOTED = "es.registry.model.promoted"
 # How long JetStream remembers a Nats-Msg-Id: a re-publish within it (a retry after a crash between
 # "published" and "recorded as published") is dropped.
 DUPLICATE_WINDOW = timedelta(minutes=10)
+# How long a shutdown waits for the connection to drain before closing it outright.
+DRAIN_TIMEOUT_S = 10.0
 
 
 def stream_config() -> StreamConfig:
@@ -131,6 +134,9 @@ class NatsConnection:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._client is not None and not self._client.is_closed:
             try:
-                await self._client.drain()
+                # Bounded: a drain that never completes must not hold the shutdown up.
+                await asyncio.wait_for(self._client.drain(), DRAIN_TIMEOUT_S)
             except Exception as error:  # noqa: BLE001 - closing must not fail the shutdown
                 self._log.warning("nats_drain_failed", error=str(error) or type(error).__name__)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._client.close(), DRAIN_TIMEOUT_S)

@@ -41,9 +41,14 @@ def claimed_by(trainer: ServiceProcess, task_id: str) -> bool:
     return any('"task_claimed"' in line and task_id in line for line in trainer.log().splitlines())
 
 
+# Long enough that the second trial is still training when a test cancels or kills it (two trials of 12
+# epochs of the tiny model take about 4 s in all).
+LONG_TRIAL_EPOCHS = 60
+
+
 def test_cancel_stops_a_running_training_within_seconds_and_restart_reuses_its_finished_runs(
         stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub) -> None:
-    stack.knobs(epochs=12, trials=2)
+    stack.knobs(epochs=LONG_TRIAL_EPOCHS, trials=2)
     stack.fill_batch("cancel", seed=1)
     task = stack.create_task("cancel-1")
     wait_for_training(trainer_stub, task.task_id, trial=2)
@@ -97,7 +102,7 @@ def test_two_replicas_take_one_task_each(stack: Stack) -> None:
 
 
 def test_a_task_of_a_killed_trainer_is_resumed_by_the_other_and_completes(stack: Stack) -> None:
-    stack.knobs(epochs=12, trials=2)
+    stack.knobs(epochs=LONG_TRIAL_EPOCHS, trials=2)
     trainers = [stack.start_trainer("kill-a"), stack.start_trainer("kill-b")]
     batch = released_batch(stack, "kill", seed=4)
     task = stack.create_task("kill-1", batch_id=batch)

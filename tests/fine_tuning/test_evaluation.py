@@ -13,7 +13,6 @@ import torch
 from services.fine_tuning.data import SearchResult, TextQueryItem, TextQueryRetriever
 from services.fine_tuning.data.parser import ClickstreamSession
 from services.fine_tuning.training import HeldOutQueries
-from services.fine_tuning.training.evaluation import estimate_click_noise
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]
 
@@ -99,18 +98,6 @@ def test_the_inverse_propensity_is_capped() -> None:
     held_out = HeldOutQueries(SESSIONS, ITEMS, TextQueryRetriever(), examination_eta=1.0, max_click_weight=2.0,
                               click_noise=0.0)
     assert held_out.score(*ranker(LOGGING)).ndcg_at_10 == pytest.approx((2 * dcg(5) + 1 * dcg(1)) / 3)
-
-
-def test_the_click_noise_is_estimated_from_deep_click_rates() -> None:
-    # Every session clicks its first result; deeper results are clicked at noise / position (eta = 1).
-    noise, sessions_count, depth = 0.1, 2000, 20
-    clicks_at = {k: round(sessions_count * noise / k) for k in range(2, depth + 1)}
-    items = [f"i{k}" for k in range(1, depth + 1)]
-    sessions = [session(f"s{n}", f"q{n}", items,
-                        {"i1", *(f"i{k}" for k, count in clicks_at.items() if n < count)})
-                for n in range(sessions_count)]
-    assert estimate_click_noise(sessions, examination_eta=1.0) == pytest.approx(noise, abs=0.01)
-    assert estimate_click_noise([], examination_eta=1.0) == 0.0
 
 
 def test_irrelevant_sessions_are_not_judged_but_feed_the_distance_shift() -> None:

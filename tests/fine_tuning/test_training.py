@@ -26,6 +26,7 @@ from services.fine_tuning.training import (
     TextToTextModel,
     iteration_scope,
 )
+from services.fine_tuning.training.click_model import PositionClickModel, position_weight
 from services.fine_tuning.training.examples import make_click_examples
 from services.fine_tuning.training.loop import train_run
 from services.fine_tuning.training.models import ItemPrefixCache
@@ -109,7 +110,7 @@ def test_training_raises_held_out_ndcg_on_the_clicks_and_on_the_true_labels(mini
     item_ids = list(data.items)
     settings = FineTuningSettings(loss_func=ClickContrastiveLoss(symmetric=True), num_epochs=1, batch_size=32,
                                   max_seq_length=64, test_each_n_sessions=0.5, hard_negatives=0,
-                                  weight_training_clicks=False, seed=0)
+                                  seed=0)
     params = FineTuningParams(num_fixed_layers=2, query_lr=1e-4, items_lr=1e-4, query_weight_decay=0.0,
                               items_weight_decay=0.0, margin=0.05)
     _, test_queries = split_queries(batch.dataset.queries, 0.2, 0)
@@ -123,9 +124,11 @@ def test_training_raises_held_out_ndcg_on_the_clicks_and_on_the_true_labels(mini
     before = true_ndcg(minilm)
     model = copy.deepcopy(minilm)
     model.fix_layers(params.num_fixed_layers)
-    examples = make_click_examples(data.train, batch.retriever, 0, 0.0, settings.max_click_weight,
+    click_model = PositionClickModel.fit([*data.train, *data.test], settings.examination_eta)
+    examples = make_click_examples(data.train, batch.retriever, 0,
+                                   position_weight(settings.click_weighting, click_model, settings.max_click_weight),
                                    params.negative_downsampling, settings.seed)
-    held_out = HeldOutQueries(data.test, item_ids, batch.retriever)
+    held_out = HeldOutQueries(data.test, item_ids, batch.retriever, click_noise=click_model.noise)
     result = train_run(model, examples, len(examples), held_out, settings, params,
                        item_inputs=lambda ids: [data.items[i] for i in ids],
                        cache=ItemPrefixCache(model, item_ids, [data.items[i] for i in item_ids]))

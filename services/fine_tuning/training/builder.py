@@ -20,7 +20,8 @@ import optuna
 
 from services.common.logging import get_logger
 from services.common.mlflow_models import download_model_archive, extract_model_archive
-from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores, estimate_click_noise
+from services.fine_tuning.training.click_model import PositionClickModel, position_weight
+from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
 from services.fine_tuning.training.examples import make_click_examples
 from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
 from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
@@ -146,7 +147,8 @@ class FineTuningBuilder:
         manager = self.experiments_manager
         data = self.ranking_data
         item_ids = list(data.items)
-        held_out = self._held_out()
+        click_model = self._click_model()
+        held_out = self._held_out(click_model)
         if not len(held_out):
             raise ValueError("the batch's held-out sessions have no clicks: nothing to choose a model on")
         train_with_clicks = sum(1 for s in data.train if not s.is_irrelevant)
@@ -198,10 +200,10 @@ class FineTuningBuilder:
                         caches[params.num_fixed_layers] = ItemPrefixCache(model, item_ids,
                                                                           [data.items[i] for i in item_ids])
                     cache = caches[params.num_fixed_layers]
-                eta = settings.examination_eta if settings.weight_training_clicks else 0.0
-                examples = make_click_examples(data.train, self.query_retriever, settings.hard_negatives,
-                                               eta, settings.max_click_weight,
-                                               params.negative_downsampling, settings.seed)
+                examples = make_click_examples(
+                    data.train, self.query_retriever, settings.hard_negatives,
+                    position_weight(settings.click_weighting, click_model, settings.max_click_weight),
+                    params.negative_downsampling, settings.seed)
                 result = train_run(
                     model, examples, train_with_clicks, held_out, settings, params,
                     item_inputs=lambda ids: [data.items[i] for i in ids], cache=cache,
@@ -249,12 +251,15 @@ class FineTuningBuilder:
     def score(self, model: EmbeddingModel) -> HeldOutScores:
         """`model`'s ranking metrics on the batch's held-out sessions."""
         data = self.ranking_data
-        return self._held_out().score(model.encode_queries,
-                                      lambda ids: model.encode_items([data.items[i] for i in ids]))
+        return self._held_out(self._click_model()).score(
+            model.encode_queries, lambda ids: model.encode_items([data.items[i] for i in ids]))
 
-    def _held_out(self) -> HeldOutQueries:
+    def _click_model(self) -> PositionClickModel:
+        # Fitted on the whole batch: more impressions than either side alone.
+        data = self.ranking_data
+        return PositionClickModel.fit([*data.train, *data.test], self.fine_tuning_settings.examination_eta)
+
+    def _held_out(self, click_model: PositionClickModel) -> HeldOutQueries:
         settings, data = self.fine_tuning_settings, self.ranking_data
-        # The click model's noise rate from the whole batch: more impressions than the test side alone.
-        noise = estimate_click_noise([*data.train, *data.test], settings.examination_eta)
         return HeldOutQueries(data.test, list(data.items), self.query_retriever, settings.examination_eta,
-                              settings.max_click_weight, noise)
+                              settings.max_click_weight, click_model.noise)

@@ -13,7 +13,7 @@ literature (Joachims et al., WSDM 2017) with a noise floor:
     P(click at position k) = (1/k)^eta * (noise + (1 - noise) * relevant)
 
 `eta` comes from the plugin's settings; `noise` (the click rate of an examined result that is not
-relevant) is estimated from the batch itself (`estimate_click_noise`). Each shown result of a session
+relevant) is estimated from the batch itself (`click_model.PositionClickModel`). Each shown result of a session
 then has an unbiased relevance estimate, (clicked * min(k^eta, cap) - noise) / (1 - noise), summed per
 query and item. A metric is the sum over queries of those estimates times the gain of the rank the
 model gives the item (nDCG@10: 1/log2(1 + rank) up to rank 10; MRR@10: 1/rank up to 10; recall@k:
@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.isotonic import IsotonicRegression
+
+from services.fine_tuning.training.click_model import MAX_CLICK_NOISE, PositionClickModel, inverse_propensity
 
 RECALL_KS = (10, 100)
 # The gain of a judged item at each 1-based rank, per metric.
@@ -39,8 +40,6 @@ GAINS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mrr@10": lambda ranks: np.where(ranks <= 10, 1.0 / ranks, 0.0),
     **{f"recall@{k}": (lambda ranks, k=k: (ranks <= k).astype(float)) for k in RECALL_KS},
 }
-# An estimate above this would say clicks carry almost no signal; it is capped so the estimates stay finite.
-MAX_CLICK_NOISE = 0.9
 
 
 @dataclass(frozen=True)
@@ -69,30 +68,6 @@ class HeldOutScores:
         }
 
 
-def estimate_click_noise(sessions: Sequence[Any], examination_eta: float) -> float:
-    """The click rate of an examined, not relevant result, from not-irrelevant sessions.
-
-    Under the click model, k^eta * CTR(k) = noise + (1 - noise) * P(relevant at k), which falls with k
-    towards `noise` where the ranker stops showing relevant results: the deepest value of its
-    non-increasing (isotonic, impression-weighted) fit is the estimate, capped at MAX_CLICK_NOISE.
-    """
-    impressions: dict[int, int] = {}
-    clicks: dict[int, int] = {}
-    for session in sessions:
-        if session.is_irrelevant:
-            continue
-        for result in session.results:
-            impressions[result.position] = impressions.get(result.position, 0) + 1
-            clicks[result.position] = clicks.get(result.position, 0) + int(result.is_click)
-    if not impressions:
-        return 0.0
-    positions = np.array(sorted(impressions), dtype=float)
-    shown = np.array([impressions[int(k)] for k in positions], dtype=float)
-    rates = np.array([clicks[int(k)] for k in positions]) / shown * positions**examination_eta
-    fitted = IsotonicRegression(increasing=False).fit(positions, rates, sample_weight=shown).predict(positions)
-    return float(min(max(fitted[-1], 0.0), MAX_CLICK_NOISE))
-
-
 class HeldOutQueries:
     """The judged results of the test sessions, built once per dataset.
 
@@ -113,7 +88,7 @@ class HeldOutQueries:
             raise ValueError(f"examination_eta must be >= 0 and max_click_weight >= 1, not {examination_eta} "
                              f"and {max_click_weight}")
         if click_noise is None:
-            click_noise = estimate_click_noise(test_sessions, examination_eta)
+            click_noise = PositionClickModel.fit(test_sessions, examination_eta).noise
         if not 0 <= click_noise <= MAX_CLICK_NOISE:
             raise ValueError(f"click_noise must lie in [0, {MAX_CLICK_NOISE}], not {click_noise}")
         self.click_noise = click_noise
@@ -153,8 +128,8 @@ class HeldOutQueries:
                        for name, gain in GAINS.items()}
 
     def _relevance(self, result: Any, eta: float, cap: float) -> float:
-        propensity_inverse = min(float(result.position) ** eta, cap)
-        return (float(result.is_click) * propensity_inverse - self.click_noise) / (1 - self.click_noise)
+        clicked = float(result.is_click) * inverse_propensity(result.position, eta, cap)
+        return (clicked - self.click_noise) / (1 - self.click_noise)
 
     def __len__(self) -> int:
         """The number of judged queries (queries with a clicked session)."""

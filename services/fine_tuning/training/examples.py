@@ -1,7 +1,7 @@
 """Training pairs from clicks: each click of a not-irrelevant session is one example — the session's
 query, the clicked item, a few shown-but-not-clicked items as hard negatives (sampled without
-replacement), and a weight: the click's event weight times the inverse propensity of the *position* it
-happened at, (position)^eta under the examination model P(examined at k) = (1/k)^eta, capped."""
+replacement), and a weight: the click's event weight times what the plugin's click weighting says of
+the *position* it happened at (`FineTuningSettings.click_weighting`). A click weighted 0 is no example."""
 
 from __future__ import annotations
 
@@ -20,12 +20,8 @@ class ClickExample:
     weight: float
 
 
-def click_weight(position: int, event_weight: float, eta: float, cap: float) -> float:
-    return event_weight * min(float(position) ** eta, cap)
-
-
 def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
-                        eta: float, max_weight: float, negative_downsampling: float, seed: int
+                        position_weight: Callable[[int], float], negative_downsampling: float, seed: int
                         ) -> list[ClickExample]:
     """Hard negatives come from results shown above the session's last click (or just below it), which
     the user most likely examined and skipped; `negative_downsampling` keeps that share of them."""
@@ -45,6 +41,7 @@ def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any]
         query = retriever(session.query)
         for result in clicked:
             negatives = tuple(rng.sample(pool, min(hard_negatives, len(pool))))
-            examples.append(ClickExample(query, result.item_id, negatives, related,
-                                         click_weight(result.position, result.event_weight, eta, max_weight)))
+            weight = result.event_weight * position_weight(result.position)
+            if weight > 0:
+                examples.append(ClickExample(query, result.item_id, negatives, related, weight))
     return examples

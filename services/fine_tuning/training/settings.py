@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from services.fine_tuning.training.click_model import CLICK_WEIGHTINGS
 from services.fine_tuning.training.losses import ClickContrastiveLoss
 
 
@@ -29,12 +30,13 @@ class FineTuningSettings:
         early_stopping_patience: evaluations without improvement of the main metric before a run stops.
         hard_negatives: shown-but-not-clicked results of a session used as its hard negatives.
         examination_eta: exponent of the users' examination model, P(examined at position k) = (1/k)^eta.
-            The held-out metrics read clicks through it (`evaluation.py`: inverse propensity plus a
-            noise rate estimated from the batch), and training examples are weighted by its inverse
-            while `weight_training_clicks` is on; 0 weighs every position the same.
+            The batch's click model (`click_model.py`) is fitted with it: the held-out metrics read
+            clicks through it (inverse propensity plus the noise rate), and so do training weights.
         max_click_weight: cap of a click's inverse-propensity weight (keeps variance bounded).
-        weight_training_clicks: weigh training examples by inverse propensity too (the held-out metrics
-            always are).
+        click_weighting: how a training click is weighted by its position: "relevance" (default) by the
+            click model's probability that a click there was on a relevant result, so the noise clicks
+            deep results collect weigh (almost) nothing; "inverse_propensity" by (position)^eta, capped;
+            "none" the same everywhere. The event's own weight multiplies each.
         warmup_ratio: fraction of the steps over which the learning rate warms up linearly.
         seed: seeds torch, numpy, Python and the search, so a run is repeatable.
     """
@@ -50,7 +52,7 @@ class FineTuningSettings:
     hard_negatives: int = 2
     examination_eta: float = 1.0
     max_click_weight: float = 10.0
-    weight_training_clicks: bool = True
+    click_weighting: str = "relevance"
     warmup_ratio: float = 0.1
     seed: int = 0
 
@@ -69,6 +71,9 @@ class FineTuningSettings:
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
+        if self.click_weighting not in CLICK_WEIGHTINGS:
+            raise ValueError(f"FineTuningSettings: click_weighting must be one of {', '.join(CLICK_WEIGHTINGS)}, "
+                             f"not {self.click_weighting!r}")
         if bad:
             raise ValueError(f"FineTuningSettings: invalid {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
 

@@ -62,6 +62,11 @@ def _schedule(settings: FineTuningSettings, steps_per_epoch: int, total_steps: i
     return factor
 
 
+def _trainable_state(model: EmbeddingModel) -> dict[str, torch.Tensor]:
+    """A copy of what training can change (frozen layers and buffers stay as they are)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
 def _loss(settings: FineTuningSettings, params: FineTuningParams, batch: Sequence[ClickExample],
           queries: torch.Tensor, candidates: torch.Tensor, column: dict[str, int]) -> torch.Tensor:
     device = queries.device
@@ -139,7 +144,7 @@ def train_run(
 
     initial = evaluate()
     best, best_step, evaluations_without_gain = initial, 0, 0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_state = _trainable_state(model)
     history: list[tuple[int, dict[str, float]]] = [(0, initial.as_metrics())]
     log_metrics(initial.as_metrics(), 0)
     rng = random.Random(settings.seed)
@@ -182,7 +187,7 @@ def train_run(
                 on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, metrics))
                 if scores.ndcg_at_10 > best.ndcg_at_10:
                     best, best_step, evaluations_without_gain = scores, step, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_state = _trainable_state(model)
                 else:
                     evaluations_without_gain += 1
                     if evaluations_without_gain >= settings.early_stopping_patience:
@@ -190,7 +195,7 @@ def train_run(
                         break
         if stopped_early:
             break
-    model.load_state_dict(best_state)
+    model.load_state_dict(best_state, strict=False)
     model.eval()
     epochs_trained = step / steps_per_epoch
     sessions_per_s = train_sessions_with_clicks * epochs_trained / train_seconds if train_seconds else 0.0

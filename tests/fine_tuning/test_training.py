@@ -104,7 +104,7 @@ def test_training_raises_held_out_ndcg_on_the_clicks_and_on_the_true_labels(mini
     """One topic of the corpus (400 business articles, so the items are alike and the base model has
     room to improve), 1,200 simulated sessions, the default plugin's loss and settings: the held-out
     sessions' nDCG@10 (what the search and the gate choose on) rises, and so does nDCG@10 on the
-    queries that no session ever saw, scored on their true labels. Seeded; measured +0.045 and +0.025."""
+    queries that no session ever saw, scored on their true labels. Seeded; measured +0.035 and +0.049."""
     batch = small_batch(minilm, tmp_path / "data", items=400, sessions=1200, start=0)
     data = batch.ranking_data
     item_ids = list(data.items)

@@ -107,13 +107,11 @@ def test_kill_9_while_clients_send_loses_nothing_acknowledged(ingest_env, tmp_pa
 
 def test_sigterm_lets_an_in_flight_ingest_stream_finish(ingest_env, tmp_path) -> None:
     service = ServiceProcess("ingest", ingest_env, tmp_path / "ingest.log").start()
-    sent_first = threading.Event()
 
     def slow_messages():
         for i in range(10):
             yield pb.IngestRequest(session=session_request(f"slow-{i}"))
-            sent_first.set()
-            time.sleep(0.15)
+            time.sleep(0.3)
 
     result: dict[str, object] = {}
 
@@ -124,7 +122,18 @@ def test_sigterm_lets_an_in_flight_ingest_stream_finish(ingest_env, tmp_path) ->
 
     thread = threading.Thread(target=stream)
     thread.start()
-    assert sent_first.wait(10)
+    # The stream is in flight on the server once its first session is stored (a message handed to the
+    # client library may not have reached the server yet: a SIGTERM then finds nothing in flight).
+    channel, stub = stub_for(service)
+    with channel:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                stub.GetSession(pb.GetSessionRequest(session_id="slow-0"))
+                break
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND and time.monotonic() < deadline
+                time.sleep(0.05)
     assert service.terminate() == 0
     thread.join(10)
     assert result["summary"].sessions_accepted == 10

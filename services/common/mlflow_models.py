@@ -9,9 +9,11 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
-from mlflow.entities import Run
+if TYPE_CHECKING:  # only the callers that talk to MLflow pay for importing it (about a second)
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 # The seed's experiment names (REFERENCE.md): one experiment holds every plugin's initial model, and
 # each fine-tuning iteration (a plugin on a batch) has its own.

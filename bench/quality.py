@@ -49,7 +49,7 @@ def per_query_scores(model, dataset: EvalDataset, queries, item_vectors: np.ndar
 
 def raw_rate(model, texts: list[str], queries: list[str], batch: int, hard_negatives: int, steps: int = 3) -> float:
     """Sessions/s of plain forward+backward of the whole model on the trainer's batch shapes."""
-    inner = model.model
+    inner = model.model.eval()  # dropout off, as the trainer trains by default (FineTuningSettings.dropout)
     optimizer = torch.optim.AdamW(inner.parameters(), lr=1e-6)
     items = texts[: batch * (1 + hard_negatives)]
     started = None

@@ -83,7 +83,8 @@ def texts(count: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def measure(batch: int) -> dict[str, float | int | None]:
     torch.manual_seed(0)
-    model = BertModel(config, add_pooling_layer=False).to(device).train()
+    # Dropout off (eval mode), as the trainer trains by default (FineTuningSettings.dropout).
+    model = BertModel(config, add_pooling_layer=False).to(device).eval()
     for module in [model.embeddings, *model.encoder.layer[:FIXED_LAYERS]]:
         module.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)

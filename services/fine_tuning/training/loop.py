@@ -132,7 +132,7 @@ def train_run(
     def evaluate() -> HeldOutScores:
         model.eval()
         scores = held_out.score(model.encode_queries, encode_held_out_items)
-        model.train()
+        model.train(settings.dropout)
         return scores
 
     optimizer = torch.optim.AdamW(model.parameter_groups(params))
@@ -150,7 +150,7 @@ def train_run(
     rng = random.Random(settings.seed)
     order = list(examples)
     step, train_seconds, stopped_early, running_loss = 0, 0.0, False, []
-    model.train()
+    model.train(settings.dropout)  # eval mode when dropout is off (FineTuningSettings.dropout)
     for epoch in range(settings.num_epochs):
         rng.shuffle(order)
         for start in range(0, len(order), settings.batch_size):

@@ -167,6 +167,37 @@ def test_opening_the_store_removes_killed_writers_stale_temporaries_only(tmp_pat
     assert (published / "sessions.parquet").exists()
 
 
+def test_opening_an_s3_store_removes_killed_writers_stale_attempts_only(s3: S3Server,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket, client = s3.new_bucket(), s3.client()
+    uri = f"s3://{bucket}/es"
+    published, crashed = DatasetKey.of(META, "batch-1"), DatasetKey.of(META, "batch-2")
+    manifest = DatasetStore.open(uri).publish(published, {"sessions.parquet": b"whole"}, {"files": {}})
+
+    def leftover(key: DatasetKey, attempt: str) -> str:
+        object_key = f"es/datasets/{key.dataset_id}/{attempt}/sessions.parquet"
+        client.put_object(Bucket=bucket, Key=object_key, Body=b"half")
+        return object_key
+
+    lost_race = leftover(published, "dead")  # lost to the manifest above, killed before deleting its files
+    unpublished = leftover(crashed, "dead")  # killed before writing its manifest
+    monkeypatch.setattr(DatasetStore, "STALE_TEMPORARY_S", 1.5)
+    time.sleep(2.0)
+    writing = leftover(crashed, "writing")  # young: maybe another replica's write in progress
+    store = DatasetStore.open(uri)
+    remaining = {entry["Key"] for entry in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert lost_race not in remaining and unpublished not in remaining
+    assert writing in remaining
+    assert store.read(published, manifest, "sessions.parquet") == b"whole"
+    assert store.manifest(published) == manifest
+
+
+def test_an_s3_store_opens_when_its_bucket_cannot_be_listed(s3: S3Server) -> None:
+    # The sweep's listing fails (logged as a warning); opening does not: the service starts and answers.
+    store = DatasetStore.open("s3://no-such-bucket-for-the-sweep/es")
+    assert store.uri == "s3://no-such-bucket-for-the-sweep/es"
+
+
 def test_the_first_published_dataset_of_a_key_wins(store: DatasetStore, items_path: Path) -> None:
     with preparing_dataset(store, META, "batch-1") as first:
         prepare_data(clickstream(), *text_pipeline(items_path))

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
+from services.common.logging import get_logger
 from services.fine_tuning.data.clickstream import SessionWithEvents
 from services.fine_tuning.data.errors import ArtifactStoreError, DatasetError, DatasetNotFound
 from services.fine_tuning.data.loader import DataLoader
@@ -53,6 +54,8 @@ FORMAT = "embedding-studio-dataset/1"
 SESSIONS_FILE = "sessions.parquet"
 ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "manifest.json"
+
+log = get_logger("datasets")
 
 
 def _slug(text: str) -> str:
@@ -89,6 +92,10 @@ class DatasetStore(ABC):
     """
 
     uri: str
+
+    # A write left unfinished this long was a writer that died (younger ones may be another replica's
+    # write in progress): opening a store removes its leftovers.
+    STALE_TEMPORARY_S = 3600.0
 
     @staticmethod
     def open(uri: str) -> DatasetStore:
@@ -162,8 +169,6 @@ class LocalDatasetStore(DatasetStore):
     `<root>/datasets/.tmp-<dataset_id>-<random>/` and published by one atomic `rename`; a crash leaves
     only a `.tmp-` entry, which no reader looks at and which the next store opened on the folder removes
     once it is `STALE_TEMPORARY_S` old (younger ones may be another replica's write in progress)."""
-
-    STALE_TEMPORARY_S = 3600.0
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -240,12 +245,45 @@ class S3DatasetStore(DatasetStore):
     `<prefix>/datasets/<dataset_id>/manifest.json` (naming the attempt) written last with
     `If-None-Match: *`: readers go through the manifest, so a crash before it leaves only unreferenced
     objects, and of two concurrent writers the first manifest wins. Credentials and endpoint come from
-    boto3's defaults (`AWS_*` variables, `AWS_ENDPOINT_URL_S3`)."""
+    boto3's defaults (`AWS_*` variables, `AWS_ENDPOINT_URL_S3`).
+
+    Opening the store removes the unreferenced objects a killed writer left (an attempt that no manifest
+    names) once they are `STALE_TEMPORARY_S` old; if S3 cannot be listed then, the store still opens
+    and the sweep waits for the next opening."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self._location = S3Location.parse(uri)
         self._client = s3_client()
+        try:
+            self._remove_stale_attempts()
+        except (BotoCoreError, ClientError) as error:
+            log.warning("stale_dataset_sweep_failed", store=uri, error=str(error))
+
+    def _remove_stale_attempts(self) -> None:
+        prefix = self._key("datasets") + "/"
+        has_manifest: set[str] = set()
+        attempts: dict[str, dict[str, list[tuple[str, float]]]] = {}  # dataset id -> attempt -> (key, mtime)
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self._location.bucket, Prefix=prefix)
+        for page in pages:
+            for entry in page.get("Contents", []):
+                parts = entry["Key"].removeprefix(prefix).split("/")
+                if parts[1:] == [MANIFEST_FILE]:
+                    has_manifest.add(parts[0])
+                elif len(parts) == 3:
+                    attempts.setdefault(parts[0], {}).setdefault(parts[1], []).append(
+                        (entry["Key"], entry["LastModified"].timestamp()))
+        cutoff = time.time() - self.STALE_TEMPORARY_S
+        for dataset_id, by_attempt in attempts.items():
+            if dataset_id in has_manifest and len(by_attempt) == 1:
+                continue  # the one attempt is the one its manifest names (it is written before the manifest)
+            manifest = self._get(self._key("datasets", dataset_id, MANIFEST_FILE))
+            published = json.loads(manifest)["location"] if manifest is not None else None
+            for attempt, objects in by_attempt.items():
+                if attempt != published and all(modified < cutoff for _, modified in objects):
+                    for object_key, _ in objects:
+                        self._client.delete_object(Bucket=self._location.bucket, Key=object_key)
+                    log.info("stale_dataset_attempt_removed", store=self.uri, dataset_id=dataset_id, attempt=attempt)
 
     def _key(self, *parts: str) -> str:
         return self._location.join(*parts)

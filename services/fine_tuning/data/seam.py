@@ -278,7 +278,10 @@ class S3DatasetStore(DatasetStore):
             if dataset_id in has_manifest and len(by_attempt) == 1:
                 continue  # the one attempt is the one its manifest names (it is written before the manifest)
             manifest = self._get(self._key("datasets", dataset_id, MANIFEST_FILE))
-            published = json.loads(manifest)["location"] if manifest is not None else None
+            try:
+                published = json.loads(manifest)["location"] if manifest is not None else None
+            except (ValueError, KeyError, TypeError):
+                continue  # a manifest this code cannot read: nothing beside it is known to be unreferenced
             for attempt, objects in by_attempt.items():
                 if attempt != published and all(modified < cutoff for _, modified in objects):
                     for object_key, _ in objects:

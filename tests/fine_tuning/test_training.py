@@ -6,6 +6,7 @@ failed trial as failed, and a resumed search trains nothing it already finished.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ from services.fine_tuning.training import (
     iteration_scope,
 )
 from services.fine_tuning.training.click_model import PositionClickModel, position_weight
-from services.fine_tuning.training.examples import make_click_examples
+from services.fine_tuning.training.examples import make_click_examples, make_judged_examples
 from services.fine_tuning.training.loop import train_run
 from services.fine_tuning.training.models import ItemPrefixCache
 from services.fine_tuning.training.settings import FineTuningParams
@@ -37,9 +38,10 @@ from tests.fine_tuning.helpers import small_batch
 META = PluginMeta("Small Test Plugin", "1.0")
 
 
-def builder_for(batch, manager: ExperimentsManager, space: dict, evals: int) -> FineTuningBuilder:
-    settings = FineTuningSettings(num_epochs=2, batch_size=32, max_seq_length=64, test_each_n_sessions=0.5,
-                                  early_stopping_patience=3, seed=0)
+def builder_for(batch, manager: ExperimentsManager, space: dict, evals: int, epochs: int = 2,
+                click_weighting: str = "relevance") -> FineTuningBuilder:
+    settings = FineTuningSettings(num_epochs=epochs, batch_size=32, max_seq_length=64, test_each_n_sessions=0.5,
+                                  early_stopping_patience=3, click_weighting=click_weighting, seed=0)
     return FineTuningBuilder(
         data_loader=None, query_retriever=batch.retriever, clickstream_parser=None,
         clickstream_sessions_splitter=None, dataset_fields_normalizer=None, item_storage_producer=None,
@@ -83,6 +85,21 @@ def test_fine_tuning_keeps_the_best_checkpoint_and_records_the_runs(minilm: Text
     assert resumed.runs == []  # nothing trained again
     assert resumed.best_run_id == result.best_run_id
     assert len(client.search_runs([experiment.experiment_id])) == 1
+
+
+def test_a_search_trains_on_one_pair_per_query_and_clicked_item_when_the_settings_say_posterior(
+        minilm: TextToTextModel, tmp_path: Path, tracking_uri: str) -> None:
+    batch = small_batch(minilm, tmp_path / "data", sessions=300)
+    data = batch.ranking_data
+    manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10")
+    builder = builder_for(batch, manager, SPACE, evals=1, epochs=1, click_weighting="posterior")
+    with iteration_scope(META, batch_id="batch-posterior", task_id="task-posterior"):
+        result = builder.run(minilm)
+    click_model = PositionClickModel.fit([*data.train, *data.test], 1.0)
+    judged = make_judged_examples(data.train, batch.retriever, 2, click_model, 1.0, seed=0)
+    clicks = sum(r.is_click for s in data.train if not s.is_irrelevant for r in s.results)
+    assert len(judged) < clicks  # queries repeat in 300 sessions: fewer pairs than clicks
+    assert result.runs[0].steps == math.ceil(len(judged) / 32)
 
 
 def test_failed_trials_are_recorded_as_failed_with_the_reason(minilm: TextToTextModel, tmp_path: Path,

@@ -22,7 +22,7 @@ from services.common.logging import get_logger
 from services.common.mlflow_models import download_model_archive, extract_model_archive
 from services.fine_tuning.training.click_model import PositionClickModel, position_weight
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
-from services.fine_tuning.training.examples import make_click_examples
+from services.fine_tuning.training.examples import make_click_examples, make_judged_examples
 from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
 from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
 from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache, TextToTextModel, load_model
@@ -200,10 +200,14 @@ class FineTuningBuilder:
                         caches[params.num_fixed_layers] = ItemPrefixCache(model, item_ids,
                                                                           [data.items[i] for i in item_ids])
                     cache = caches[params.num_fixed_layers]
-                examples = make_click_examples(
-                    data.train, self.query_retriever, settings.hard_negatives,
-                    position_weight(settings.click_weighting, click_model, settings.max_click_weight),
-                    params.negative_downsampling, settings.seed)
+                if settings.click_weighting == "posterior":
+                    examples = make_judged_examples(data.train, self.query_retriever, settings.hard_negatives,
+                                                    click_model, params.negative_downsampling, settings.seed)
+                else:
+                    examples = make_click_examples(
+                        data.train, self.query_retriever, settings.hard_negatives,
+                        position_weight(settings.click_weighting, click_model, settings.max_click_weight),
+                        params.negative_downsampling, settings.seed)
                 result = train_run(
                     model, examples, train_with_clicks, held_out, settings, params,
                     item_inputs=lambda ids: [data.items[i] for i in ids], cache=cache,

@@ -6,11 +6,13 @@
 so k^eta * CTR(k) = noise + (1 - noise) * P(relevant at k) falls with k towards `noise` where the ranker
 stops showing relevant results. Its non-increasing (isotonic, impression-weighted) fit over the batch's
 not-irrelevant sessions gives both what the held-out metrics need (the noise rate: its deepest value)
-and what training weights need (how likely a click at k was on a relevant result).
+and what training weights need (how likely a click at k was on a relevant result, and how likely an
+item is relevant to a query given every time it was shown for it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +20,16 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-# How training weighs a click by its position (`FineTuningSettings.click_weighting`): by the probability
-# that it was on a relevant result, by its inverse propensity, or not at all.
-CLICK_WEIGHTINGS = ("relevance", "inverse_propensity", "none")
+# How training weighs clicks (`FineTuningSettings.click_weighting`): each query and clicked item once, by
+# the probability that the item is relevant given every time the batch showed it for that query; or each
+# click on its own, by the probability that a click at its position was on a relevant result, by its
+# inverse propensity, or not at all.
+CLICK_WEIGHTINGS = ("posterior", "relevance", "inverse_propensity", "none")
 # A noise rate above this would say clicks carry almost no signal; it is capped so estimates stay finite.
 MAX_CLICK_NOISE = 0.9
+# Probabilities the posterior treats as certain are kept this far from 0 and 1, so that one observation
+# the model calls impossible (a skip of an always-examined relevant result) cannot outweigh all others.
+_LEAST_PROBABILITY = 1e-3
 
 
 def inverse_propensity(position: int, examination_eta: float, cap: float) -> float:
@@ -78,6 +85,34 @@ class PositionClickModel:
         return max(0.0, rate - self.noise) / ((1 - self.noise) * rate)
 
 
+    def relevance_posterior(self, impressions: Sequence[tuple[int, bool]]) -> float:
+        """P(relevant | every time an item was shown for a query): `impressions` are (position, clicked)
+        pairs. The prior is the share of relevant results at the highest position it was shown at,
+        (k^eta * CTR(k) - noise) / (1 - noise); each click multiplies the odds by
+        P(click | relevant) / P(click | not relevant) = 1 / noise, each skip by
+        (1 - (1/k)^eta) / (1 - (1/k)^eta * noise). So a result clicked in one session and skipped at the
+        top in three others is probably noise, and one clicked twice deep down probably is not. A model
+        that cannot tell noise from relevance says 1 for a clicked item, as `relevance_given_click`."""
+        if not impressions:
+            raise ValueError("relevance_posterior needs at least one impression")
+        rates = self.examined_click_rates
+        clicked = any(click for _, click in impressions)
+        if not rates or rates[0] <= self.noise:
+            return 1.0 if clicked else 0.0
+        noise = max(self.noise, _LEAST_PROBABILITY)
+        top = min(position for position, _ in impressions)
+        prior = (rates[min(top, len(rates)) - 1] - self.noise) / (1 - self.noise)
+        prior = min(max(prior, _LEAST_PROBABILITY), 1 - _LEAST_PROBABILITY)
+        log_odds = math.log(prior / (1 - prior))
+        for position, click in impressions:
+            examined = float(position) ** -self.examination_eta
+            if click:
+                log_odds -= math.log(noise)
+            else:
+                log_odds += math.log(max(1 - examined, _LEAST_PROBABILITY) / (1 - examined * noise))
+        return 1 / (1 + math.exp(-log_odds)) if log_odds > -700 else 0.0
+
+
 def position_weight(click_weighting: str, click_model: PositionClickModel, cap: float) -> Callable[[int], float]:
     """The training weight of a click at a position, as `click_weighting` (one of CLICK_WEIGHTINGS) says."""
     if click_weighting == "relevance":
@@ -86,4 +121,7 @@ def position_weight(click_weighting: str, click_model: PositionClickModel, cap: 
         return lambda position: inverse_propensity(position, click_model.examination_eta, cap)
     if click_weighting == "none":
         return lambda _position: 1.0
+    if click_weighting == "posterior":
+        raise ValueError('click_weighting "posterior" weighs a query\'s clicked items, not a click by its '
+                         "position: use make_judged_examples")
     raise ValueError(f"click_weighting must be one of {', '.join(CLICK_WEIGHTINGS)}, not {click_weighting!r}")

@@ -1,14 +1,24 @@
-"""Training pairs from clicks: each click of a not-irrelevant session is one example — the session's
-query, the clicked item, a few shown-but-not-clicked items as hard negatives (sampled without
-replacement), and a weight: the click's event weight times what the plugin's click weighting says of
-the *position* it happened at (`FineTuningSettings.click_weighting`). A click weighted 0 is no example."""
+"""Training pairs from clicks, each with the query, the clicked item, a few shown-but-not-clicked items as
+hard negatives (sampled without replacement) and a weight, in one of two ways
+(`FineTuningSettings.click_weighting`):
+
+- `make_judged_examples` ("posterior"): one example per query and clicked item, weighted by the click
+  model's probability that the item is relevant given every time the batch showed it for that query,
+  clicked or skipped. A pair clicked in ten sessions teaches once, not ten times (the easy queries users
+  search again and again would otherwise outweigh the rest), and a click that other sessions contradict
+  weighs little.
+- `make_click_examples`: each click of a not-irrelevant session is one example, weighted by its event
+  weight times what the weighting says of the *position* it happened at. A click weighted 0 is no
+  example."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from services.fine_tuning.training.click_model import PositionClickModel
 
 
 @dataclass(frozen=True)
@@ -18,6 +28,13 @@ class ClickExample:
     hard_negatives: tuple[str, ...]  # item ids, shown and not clicked
     related: frozenset[str]  # every item clicked in the session: never a negative for this example
     weight: float
+
+
+def _skipped(session: Any) -> list[str]:
+    """Results shown above the session's last click (or just below it), which the user most likely
+    examined and skipped."""
+    last_click = max(r.position for r in session.results if r.is_click)
+    return [r.item_id for r in session.results if not r.is_click and r.position <= last_click + 2]
 
 
 def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
@@ -33,9 +50,8 @@ def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any]
         clicked = [r for r in session.results if r.is_click]
         if not clicked:
             continue
-        last_click = max(r.position for r in clicked)
         related = frozenset(r.item_id for r in clicked)
-        skipped = [r.item_id for r in session.results if not r.is_click and r.position <= last_click + 2]
+        skipped = _skipped(session)
         keep = max(1, round(len(skipped) * negative_downsampling)) if skipped else 0
         pool = rng.sample(skipped, keep)
         query = retriever(session.query)
@@ -44,4 +60,56 @@ def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any]
             weight = result.event_weight * position_weight(result.position)
             if weight > 0:
                 examples.append(ClickExample(query, result.item_id, negatives, related, weight))
+    return examples
+
+
+@dataclass
+class _Judged:
+    query: Any
+    impressions: dict[str, list[tuple[int, bool]]]  # item id -> (position, clicked) per showing
+    event_weights: dict[str, list[float]]  # clicked item id -> its clicks' event weights
+    skipped: list[str]
+
+
+def make_judged_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
+                         click_model: PositionClickModel, negative_downsampling: float, seed: int
+                         ) -> list[ClickExample]:
+    """One example per query and item clicked for it in `sessions`, weighted by
+    `click_model.relevance_posterior` over every showing of the item for the query times its clicks' mean
+    event weight. Sessions count as one query when the retriever gives equal (hashable) queries. Every
+    session's results count as showings; a session marked irrelevant counts its clicks as skips (the
+    user's mark wins). Hard negatives come from the query's sessions' skipped results; the items clicked
+    for the query are never its negatives."""
+    rng = random.Random(seed)
+    judged: dict[Hashable, _Judged] = {}
+    for number, session in enumerate(sessions):
+        query = retriever(session.query)
+        try:
+            key: Hashable = ("query", query)
+            hash(key)
+        except TypeError:  # an unhashable query input: this session stands alone
+            key = ("session", number)
+        entry = judged.setdefault(key, _Judged(query, {}, {}, []))
+        clicks = not session.is_irrelevant
+        for result in session.results:
+            click = clicks and result.is_click
+            entry.impressions.setdefault(result.item_id, []).append((result.position, click))
+            if click:
+                entry.event_weights.setdefault(result.item_id, []).append(result.event_weight)
+        if clicks:
+            entry.skipped.extend(_skipped(session))
+    examples = []
+    for entry in judged.values():
+        if not entry.event_weights:
+            continue
+        related = frozenset(entry.event_weights)
+        skipped = list(dict.fromkeys(i for i in entry.skipped if i not in related))
+        keep = max(1, round(len(skipped) * negative_downsampling)) if skipped else 0
+        pool = rng.sample(skipped, keep)
+        for item_id, event_weights in entry.event_weights.items():
+            weight = (click_model.relevance_posterior(entry.impressions[item_id])
+                      * sum(event_weights) / len(event_weights))
+            if weight > 0:
+                negatives = tuple(rng.sample(pool, min(hard_negatives, len(pool))))
+                examples.append(ClickExample(entry.query, item_id, negatives, related, weight))
     return examples

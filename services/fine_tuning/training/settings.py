@@ -40,8 +40,9 @@ class FineTuningSettings:
             one pair per query and clicked item, weighted by the click model's probability that the item
             is relevant given every time the batch showed it for the query, clicked or skipped
             (`PositionClickModel.relevance_posterior`), so a query users repeat counts once, not once
-            per session (bench/README.md: fewer pairs, 1.6x faster, steadier with more sessions, not a
-            larger gain on the quality benchmark). The event's own weight multiplies each.
+            per session (bench/README.md: fewer pairs, 1.6x faster, steadier with more sessions in a
+            harness, a smaller gain than "relevance" through the product on two seeds). The event's
+            own weight multiplies each.
         warmup_ratio: fraction of the steps over which the learning rate warms up linearly.
         dropout: whether the model's dropout layers are active while it trains. Off by default: the
             model then trains in eval mode (dropout off; a normalisation layer's running statistics, if

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from google.protobuf import json_format
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
@@ -108,7 +108,7 @@ class TaskStore:
         try:
             return await operation(await self._store())
         except (NatsError, TimeoutError, ConnectionError) as error:
-            if isinstance(error, KeyNotFoundError | KeyWrongLastSequenceError):
+            if isinstance(error, KeyNotFoundError | KeyWrongLastSequenceError | NoKeysError):
                 raise
             raise Unavailable(f"NATS (task bucket {self._bucket}) is unavailable: "
                               f"{str(error) or type(error).__name__}") from error
@@ -159,22 +159,19 @@ class TaskStore:
             return record
         raise Unavailable(f"task {task_id}: {_MAX_CAS_ATTEMPTS} concurrent writers in a row; try again")
 
-    async def all(self, timeout_s: float = 10.0) -> list[TaskRecord]:
-        """Every task's latest record, read in one pass: a watcher over the task keys delivers each
-        key's last value and then an end-of-values marker (one request, not one per task; deleted
-        tasks and idempotency keys are not read)."""
-        watcher = await self._call(lambda kv: kv.watch(_TASK_PREFIX + ">", ignore_deletes=True))
-        records = []
+    async def all(self) -> list[TaskRecord]:
         try:
-            while True:
-                entry = await self._call(lambda _kv: watcher.updates(timeout=timeout_s))
-                if entry is None:  # the marker: every current value has been delivered
-                    return records
-                if entry.value:
-                    records.append(TaskRecord.from_bytes(entry.value, entry.revision))
-        finally:
-            with contextlib.suppress(Exception):  # the watcher is gone with its connection anyway
-                await watcher.stop()
+            keys = await self._call(lambda kv: kv.keys())
+        except NoKeysError:
+            return []
+        records = []
+        for key in keys:
+            if key.startswith(_TASK_PREFIX):
+                try:
+                    records.append(await self.get(key.removeprefix(_TASK_PREFIX)))
+                except NotFound:
+                    continue  # deleted between the listing and the read
+        return records
 
     async def watch(self, task_id: str, poll_s: float = 1.0) -> AsyncIterator[pb.Task]:
         """The task now, then each time it changes, until it ends (TERMINAL) or the caller stops."""

@@ -84,7 +84,6 @@ class PositionClickModel:
             return 1.0
         return max(0.0, rate - self.noise) / ((1 - self.noise) * rate)
 
-
     def relevance_posterior(self, impressions: Sequence[tuple[int, bool]]) -> float:
         """P(relevant | every time an item was shown for a query): `impressions` are (position, clicked)
         pairs. The prior is the share of relevant results at the highest position it was shown at,

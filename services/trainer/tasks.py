@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from google.protobuf import json_format
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
@@ -108,7 +108,7 @@ class TaskStore:
         try:
             return await operation(await self._store())
         except (NatsError, TimeoutError, ConnectionError) as error:
-            if isinstance(error, KeyNotFoundError | KeyWrongLastSequenceError | NoKeysError):
+            if isinstance(error, KeyNotFoundError | KeyWrongLastSequenceError):
                 raise
             raise Unavailable(f"NATS (task bucket {self._bucket}) is unavailable: "
                               f"{str(error) or type(error).__name__}") from error
@@ -160,17 +160,17 @@ class TaskStore:
         raise Unavailable(f"task {task_id}: {_MAX_CAS_ATTEMPTS} concurrent writers in a row; try again")
 
     async def all(self) -> list[TaskRecord]:
-        try:
-            keys = await self._call(lambda kv: kv.keys())
-        except NoKeysError:
-            return []
+        """Every task's latest record. The keys come from the server's per-subject state of the bucket's
+        stream: nats-py's `keys()` watcher can signal its end before it delivered what it had buffered,
+        and a listing then missed tasks."""
+        stream, prefix = f"KV_{self._bucket}", f"$KV.{self._bucket}.{_TASK_PREFIX}"
+        info = await self._call(lambda _kv: self._nats.jetstream.stream_info(stream, subjects_filter=prefix + ">"))
         records = []
-        for key in keys:
-            if key.startswith(_TASK_PREFIX):
-                try:
-                    records.append(await self.get(key.removeprefix(_TASK_PREFIX)))
-                except NotFound:
-                    continue  # deleted between the listing and the read
+        for subject in sorted(info.state.subjects or {}):
+            try:
+                records.append(await self.get(subject.removeprefix(prefix)))
+            except NotFound:
+                continue  # deleted (its last message is the delete marker), or between the listing and the read
         return records
 
     async def watch(self, task_id: str, poll_s: float = 1.0) -> AsyncIterator[pb.Task]:

@@ -6,6 +6,7 @@ failed trial as failed, and a resumed search trains nothing it already finished.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -17,9 +18,9 @@ from services.common.mlflow_models import TAG_SHA256
 from services.evaluation.metrics import score_rankings
 from services.evaluation.retrieval import encode, top_k
 from services.evaluation.simulation import split_queries
+from services.fine_tuning.discovery import discover_plugins
 from services.fine_tuning.plugin import PluginMeta
 from services.fine_tuning.training import (
-    ClickContrastiveLoss,
     ExperimentsManager,
     FineTuningBuilder,
     FineTuningSettings,
@@ -28,12 +29,13 @@ from services.fine_tuning.training import (
     TextToTextModel,
     iteration_scope,
 )
+from services.fine_tuning.training.catalog import CatalogPairs
 from services.fine_tuning.training.click_model import PositionClickModel, position_weight
 from services.fine_tuning.training.examples import make_click_examples, make_judged_examples
 from services.fine_tuning.training.loop import train_run
-from services.fine_tuning.training.models import ItemPrefixCache
 from services.fine_tuning.training.settings import FineTuningParams
 from tests.fine_tuning.helpers import small_batch
+from tests.servers import REPO_ROOT
 
 META = PluginMeta("Small Test Plugin", "1.0")
 
@@ -117,21 +119,28 @@ def test_failed_trials_are_recorded_as_failed_with_the_reason(minilm: TextToText
     assert all("freezing every layer trains nothing" in r.data.tags["es.error"] for r in runs)
 
 
-def test_training_raises_held_out_ndcg_on_the_clicks_and_on_the_true_labels(minilm: TextToTextModel,
-                                                                           tmp_path: Path) -> None:
+def default_recipe() -> tuple[FineTuningSettings, FineTuningParams]:
+    """The default plugin's settings and the first point of its search space, as it ships them."""
+    plugin = discover_plugins(REPO_ROOT / "plugins").create("Default Fine Tuning Method")
+    space = plugin.initial_params
+    params = FineTuningParams(**{name: space[name][0] for name in ("num_fixed_layers", "query_lr", "items_lr",
+                                                                    "query_weight_decay", "items_weight_decay",
+                                                                    "margin", "negative_downsampling")})
+    return plugin.settings, params
+
+
+def test_the_default_recipe_raises_held_out_ndcg_on_the_clicks_and_on_the_true_labels(minilm: TextToTextModel,
+                                                                                      tmp_path: Path) -> None:
     """One topic of the corpus (400 business articles, so the items are alike and the base model has
-    room to improve), 1,200 simulated sessions, the default plugin's loss and settings, one evaluation at
-    the end of the epoch: the held-out sessions' nDCG@10 (what the search and the gate choose on) rises,
+    room to improve), 1,200 simulated sessions, the default plugin's own recipe (64 tokens here, for
+    the test's time): the held-out sessions' nDCG@10 (what the search and the gate choose on) rises,
     and so does nDCG@10 on the queries that no session ever saw, scored on their true labels. Seeded;
-    measured +0.035 and +0.040."""
+    measured +0.008 and +0.024."""
     batch = small_batch(minilm, tmp_path / "data", items=400, sessions=1200, start=0)
     data = batch.ranking_data
     item_ids = list(data.items)
-    settings = FineTuningSettings(loss_func=ClickContrastiveLoss(symmetric=True), num_epochs=1, batch_size=32,
-                                  max_seq_length=64, test_each_n_sessions=1.0, hard_negatives=0,
-                                  seed=0)
-    params = FineTuningParams(num_fixed_layers=2, query_lr=1e-4, items_lr=1e-4, query_weight_decay=0.0,
-                              items_weight_decay=0.0, margin=0.05)
+    settings, params = default_recipe()
+    settings = dataclasses.replace(settings, max_seq_length=64)
     _, test_queries = split_queries(batch.dataset.queries, 0.2, 0)
 
     def true_ndcg(model: TextToTextModel) -> float:
@@ -142,17 +151,34 @@ def test_training_raises_held_out_ndcg_on_the_clicks_and_on_the_true_labels(mini
 
     before = true_ndcg(minilm)
     model = copy.deepcopy(minilm)
-    model.fix_layers(params.num_fixed_layers)
     click_model = PositionClickModel.fit([*data.train, *data.test], settings.examination_eta)
-    examples = make_click_examples(data.train, batch.retriever, 0,
+    examples = make_click_examples(data.train, batch.retriever, settings.hard_negatives,
                                    position_weight(settings.click_weighting, click_model, settings.max_click_weight),
                                    params.negative_downsampling, settings.seed)
     held_out = HeldOutQueries(data.test, item_ids, batch.retriever, click_noise=click_model.noise)
     result = train_run(model, examples, len(examples), held_out, settings, params,
-                       item_inputs=lambda ids: [data.items[i] for i in ids],
-                       cache=ItemPrefixCache(model, item_ids, [data.items[i] for i in item_ids]))
-    assert result.best.ndcg_at_10 >= result.initial.ndcg_at_10 + 0.02
-    assert true_ndcg(model) >= before + 0.02
+                       item_inputs=lambda ids: [data.items[i] for i in ids])
+    assert result.best.ndcg_at_10 >= result.initial.ndcg_at_10 + 0.004
+    assert true_ndcg(model) >= before + 0.012
+
+
+@pytest.mark.parametrize("catalog", [None, CatalogPairs(share=0.5)])
+def test_a_run_mixes_in_catalog_pairs_only_when_the_settings_have_them(minilm: TextToTextModel, tmp_path: Path,
+                                                                      tracking_uri: str, catalog) -> None:
+    batch = small_batch(minilm, tmp_path / "data", items=60, sessions=120)
+    data = batch.ranking_data
+    manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10")
+    builder = builder_for(batch, manager, SPACE, evals=1, epochs=1)
+    builder.fine_tuning_settings = dataclasses.replace(builder.fine_tuning_settings, catalog=catalog)
+    with iteration_scope(META, batch_id=f"batch-catalog-{catalog is None}", task_id="task-catalog"):
+        result = builder.run(minilm)
+    click_model = PositionClickModel.fit([*data.train, *data.test], 1.0)
+    clicks = make_click_examples(data.train, batch.retriever, 2, position_weight("relevance", click_model, 10.0),
+                                 1.0, seed=0)
+    pairs = len(clicks) + (round(0.5 * len(clicks)) if catalog else 0)
+    assert result.runs[0].steps == math.ceil(pairs / 32)
+    run = MlflowClient(tracking_uri).get_run(result.best_run_id)
+    assert run.data.params["settings.catalog"] == str(catalog is not None)
 
 
 @pytest.mark.parametrize("dropout", [False, True])
@@ -179,5 +205,5 @@ def test_dropout_is_off_while_training_unless_the_settings_turn_it_on(minilm: Te
 
 
 def test_invalid_settings_are_refused_naming_each_bad_value() -> None:
-    with pytest.raises(ValueError, match=r"invalid batch_size=0, warmup_ratio=1\.0, dropout='yes'"):
-        FineTuningSettings(batch_size=0, warmup_ratio=1.0, dropout="yes")
+    with pytest.raises(ValueError, match=r"invalid batch_size=0, warmup_ratio=1\.0, dropout='yes', schedule='cosine'"):
+        FineTuningSettings(batch_size=0, warmup_ratio=1.0, dropout="yes", schedule="cosine")

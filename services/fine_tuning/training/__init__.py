@@ -2,6 +2,7 @@
 
 from services.fine_tuning.training.accumulators import MetricsAccumulator
 from services.fine_tuning.training.builder import FineTuningBuilder, IterationResult, TrialProgress
+from services.fine_tuning.training.catalog import CatalogPairs
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
 from services.fine_tuning.training.experiments import ExperimentsManager, iteration_scope
 from services.fine_tuning.training.losses import (
@@ -28,6 +29,7 @@ __all__ = [
     "CLIP_INITIAL_PARAMS",
     "INITIAL_PARAMS",
     "MINILM_INITIAL_PARAMS",
+    "CatalogPairs",
     "ClickContrastiveLoss",
     "CosineProbMarginRankingLoss",
     "EmbeddingModel",

@@ -22,7 +22,7 @@ from services.common.logging import get_logger
 from services.common.mlflow_models import download_model_archive, extract_model_archive
 from services.fine_tuning.training.click_model import PositionClickModel, position_weight
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
-from services.fine_tuning.training.examples import make_click_examples, make_judged_examples
+from services.fine_tuning.training.examples import ClickExample, make_click_examples, make_judged_examples
 from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
 from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
 from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache, TextToTextModel, load_model
@@ -57,6 +57,43 @@ class IterationResult:
     model: EmbeddingModel
     trials: list[TrialRecord] = field(default_factory=list)
     runs: list[RunResult] = field(default_factory=list)
+
+
+@dataclass
+class _BestInMemory:
+    """The best run of this process so far, with its model (the only one kept in memory)."""
+
+    run_id: str
+    model: EmbeddingModel
+    scores: HeldOutScores
+    start_scores: HeldOutScores
+
+
+@dataclass
+class _Search:
+    """A search in progress: the study, the runs finished so far (earlier processes' too) and this
+    process's results."""
+
+    study: optuna.Study
+    distributions: dict[str, optuna.distributions.CategoricalDistribution]
+    finished: list[TrialRecord]
+    results: list[RunResult] = field(default_factory=list)
+    best: _BestInMemory | None = None
+    attempts: int = 0
+
+
+@dataclass
+class _TrialContext:
+    """What every trial of one search shares."""
+
+    start_model: EmbeddingModel
+    click_model: PositionClickModel
+    held_out: HeldOutQueries
+    train_with_clicks: int
+    use_cache: bool
+    on_progress: Callable[[TrialProgress], None]
+    should_stop: Callable[[], bool]
+    caches: dict[int, ItemPrefixCache] = field(default_factory=dict)
 
 
 def _encode(value: Any) -> Any:
@@ -143,18 +180,37 @@ class FineTuningBuilder:
 
         `previous_best`: parameter sets of earlier iterations, tried first instead of TPE's first picks.
         """
-        settings = self.fine_tuning_settings
-        manager = self.experiments_manager
-        data = self.ranking_data
-        item_ids = list(data.items)
         click_model = self._click_model()
         held_out = self._held_out(click_model)
         if not len(held_out):
             raise ValueError("the batch's held-out sessions have no clicks: nothing to choose a model on")
-        train_with_clicks = sum(1 for s in data.train if not s.is_irrelevant)
+        data = self.ranking_data
+        first_items = [data.items[i] for i in list(data.items)[:2]]
+        context = _TrialContext(
+            start_model, click_model, held_out, sum(1 for s in data.train if not s.is_irrelevant),
+            use_cache=(isinstance(start_model, TextToTextModel)
+                       and start_model.matches_sentence_transformers(first_items)),
+            on_progress=on_progress, should_stop=should_stop)
+        search = self._resume_search(previous_best)
+        while (len(search.finished) < self.initial_max_evals
+               and search.attempts < MAX_ATTEMPTS_PER_TRIAL * self.initial_max_evals):
+            search.attempts += 1
+            self._run_trial(search, context)
+        if not search.finished:
+            raise RuntimeError(f"every trial of the search failed ({search.attempts} attempts); see the FAILED "
+                               "runs' es.error tags in MLflow")
+        return self._chosen(search, start_model)
 
+    def _resume_search(self, previous_best: Sequence[dict[str, Any]]) -> _Search:
+        """A seeded TPE study that knows every run MLflow holds for this iteration: finished runs with
+        their values; failed, killed and dead (still RUNNING) runs as failed, queued to try again unless
+        the same parameters finished; then the earlier iterations' best parameter sets, queued. A fresh
+        search with none of these starts from the first value of every choice (the plugin's default
+        point), so that a one-trial search trains what the plugin lists first."""
+        manager = self.experiments_manager
         distributions = self._distributions()
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed))
+        study = optuna.create_study(direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=self.fine_tuning_settings.seed))
         records = manager.trials()
         finished = [r for r in records if r.status == "FINISHED" and r.value is not None]
         for record in records:
@@ -164,93 +220,109 @@ class FineTuningBuilder:
             if record in finished:
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                           value=record.value))
-            else:
-                if record.status == "RUNNING":  # its trainer died mid-run
-                    manager.finish_run(record.run_id, "FAILED")
-                study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
-                                                          state=optuna.trial.TrialState.FAIL))
-                if not any(f.params_key == record.params_key for f in finished):
-                    study.enqueue_trial(params, skip_if_exists=False)
+                continue
+            if record.status == "RUNNING":  # its trainer died mid-run
+                manager.finish_run(record.run_id, "FAILED")
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                      state=optuna.trial.TrialState.FAIL))
+            if not any(f.params_key == record.params_key for f in finished):
+                study.enqueue_trial(params, skip_if_exists=False)
         for params in previous_best:
             study.enqueue_trial(_typed(params, distributions))
+        if not records and not previous_best:  # a fresh search tries the plugin's first choices first
+            study.enqueue_trial({name: d.choices[0] for name, d in distributions.items()})
+        return _Search(study, distributions, finished)
 
-        caches: dict[int, ItemPrefixCache] = {}
-        use_cache = (isinstance(start_model, TextToTextModel)
-                     and start_model.matches_sentence_transformers([data.items[i] for i in item_ids[:2]]))
-        results: list[RunResult] = []
-        in_memory: tuple[str, EmbeddingModel, HeldOutScores, HeldOutScores] | None = None
-        attempts = 0
-        while len(finished) < self.initial_max_evals:
-            if attempts >= MAX_ATTEMPTS_PER_TRIAL * self.initial_max_evals:
-                break
-            attempts += 1
-            trial = study.ask(distributions)
-            chosen = {k: _decode(k, v) for k, v in trial.params.items()}
-            params = FineTuningParams(**chosen)
-            key = params_key(params.config())
-            run_id = manager.start_run(params.config(), key, settings.config())
-            number = len(finished) + 1  # finished holds the runs of earlier processes and of this one
-            on_progress(TrialProgress(number, self.initial_max_evals))
-            try:
-                model = copy.deepcopy(start_model)
-                model.fix_layers(params.num_fixed_layers)
-                cache = None
-                if use_cache:
-                    if params.num_fixed_layers not in caches:
-                        caches[params.num_fixed_layers] = ItemPrefixCache(model, item_ids,
-                                                                          [data.items[i] for i in item_ids])
-                    cache = caches[params.num_fixed_layers]
-                if settings.click_weighting == "posterior":
-                    examples = make_judged_examples(data.train, self.query_retriever, settings.hard_negatives,
-                                                    click_model, params.negative_downsampling, settings.seed)
-                else:
-                    examples = make_click_examples(
-                        data.train, self.query_retriever, settings.hard_negatives,
-                        position_weight(settings.click_weighting, click_model, settings.max_click_weight),
-                        params.negative_downsampling, settings.seed)
-                result = train_run(
-                    model, examples, train_with_clicks, held_out, settings, params,
-                    item_inputs=lambda ids: [data.items[i] for i in ids], cache=cache,
-                    on_progress=lambda p, n=number: on_progress(TrialProgress(n, self.initial_max_evals, p)),
-                    log_metrics=lambda m, s, r=run_id: manager.log_metrics(r, m, s),
-                    should_stop=should_stop,
-                )
-                best_metrics = {**result.best.as_metrics(), **result.best.distance_shift(result.initial)}
-                value = best_metrics.get(manager.main_metric)
-                if value is None:
-                    raise ValueError(f"main_metric '{manager.main_metric}' is not a logged metric; logged: "
-                                     f"{', '.join(sorted(best_metrics))}")
-                manager.save_model(run_id, model)
-                manager.log_metrics(run_id, {f"best_{k}": v for k, v in best_metrics.items()}, result.steps)
-                manager.finish_run(run_id, "FINISHED")
-                study.tell(trial, value)
-                results.append(result)
-                record = TrialRecord(run_id, key, params.config(), "FINISHED", value)
-                finished.append(record)
-                log.info("trial_finished", run_id=run_id, value=value, params=params.config())
-                if value >= max(r.value for r in finished if r.value is not None):
-                    in_memory = (run_id, model, result.best, result.initial)  # only the best so far stays in memory
-            except TrainingCanceled:
-                manager.finish_run(run_id, "KILLED")
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise
-            except Exception as error:  # noqa: BLE001 - a failed trial is recorded as failed; the search goes on
-                log.warning("trial_failed", run_id=run_id, error=str(error) or type(error).__name__)
-                manager.finish_run(run_id, "FAILED", tags={"es.error": (str(error) or type(error).__name__)[:5000]})
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if not finished:
-            raise RuntimeError(f"every trial of the search failed ({attempts} attempts); see the FAILED runs' "
-                               "es.error tags in MLflow")
-        best_record = max(finished, key=lambda r: r.value if r.value is not None else float("-inf"))
-        if in_memory is not None and in_memory[0] == best_record.run_id:
+    def _run_trial(self, search: _Search, context: _TrialContext) -> None:
+        """Asks the study for a parameter set and trains one run of it, recorded in MLflow as finished
+        (with its model and best metrics), failed (with the reason; the search goes on) or killed (a
+        cancel, raised on). A set that already finished is told its value again and not trained twice."""
+        manager, settings = self.experiments_manager, self.fine_tuning_settings
+        trial = search.study.ask(search.distributions)
+        params = FineTuningParams(**{k: _decode(k, v) for k, v in trial.params.items()})
+        key = params_key(params.config())
+        done = next((r for r in search.finished if r.params_key == key), None)
+        if done is not None:  # TPE's random start-up can draw a finished set again from a small space
+            search.study.tell(trial, done.value)
+            return
+        run_id = manager.start_run(params.config(), key, settings.config())
+        number = len(search.finished) + 1  # finished holds the runs of earlier processes and of this one
+        context.on_progress(TrialProgress(number, self.initial_max_evals))
+        try:
+            model = copy.deepcopy(context.start_model)
+            model.fix_layers(params.num_fixed_layers)
+            result = train_run(
+                model, self._examples(context.click_model, params), context.train_with_clicks, context.held_out,
+                settings, params, item_inputs=lambda ids: [self.ranking_data.items[i] for i in ids],
+                cache=self._cache(context, model, params.num_fixed_layers),
+                on_progress=lambda p: context.on_progress(TrialProgress(number, self.initial_max_evals, p)),
+                log_metrics=lambda m, s: manager.log_metrics(run_id, m, s),
+                should_stop=context.should_stop,
+            )
+            best_metrics = {**result.best.as_metrics(), **result.best.distance_shift(result.initial)}
+            value = best_metrics.get(manager.main_metric)
+            if value is None:
+                raise ValueError(f"main_metric '{manager.main_metric}' is not a logged metric; logged: "
+                                 f"{', '.join(sorted(best_metrics))}")
+            manager.save_model(run_id, model)
+            manager.log_metrics(run_id, {f"best_{k}": v for k, v in best_metrics.items()}, result.steps)
+            manager.finish_run(run_id, "FINISHED")
+        except TrainingCanceled:
+            manager.finish_run(run_id, "KILLED")
+            search.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        except Exception as error:  # noqa: BLE001 - a failed trial is recorded as failed; the search goes on
+            log.warning("trial_failed", run_id=run_id, error=str(error) or type(error).__name__)
+            manager.finish_run(run_id, "FAILED", tags={"es.error": (str(error) or type(error).__name__)[:5000]})
+            search.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        search.study.tell(trial, value)
+        search.results.append(result)
+        search.finished.append(TrialRecord(run_id, key, params.config(), "FINISHED", value))
+        log.info("trial_finished", run_id=run_id, value=value, params=params.config())
+        if value >= max(r.value for r in search.finished if r.value is not None):
+            search.best = _BestInMemory(run_id, model, result.best, result.initial)  # only the best stays in memory
+
+    def _cache(self, context: _TrialContext, model: EmbeddingModel, num_fixed_layers: int) -> ItemPrefixCache | None:
+        """The items' hidden states after the frozen layers, made once per number of frozen layers; none
+        when the model cannot use one or no layer is frozen (it would only skip the embeddings and their
+        dropout)."""
+        if not context.use_cache or num_fixed_layers == 0:
+            return None
+        if num_fixed_layers not in context.caches:
+            items = self.ranking_data.items
+            context.caches[num_fixed_layers] = ItemPrefixCache(model, list(items), [items[i] for i in items])
+        return context.caches[num_fixed_layers]
+
+    def _chosen(self, search: _Search, start_model: EmbeddingModel) -> IterationResult:
+        """The best finished run, with its scores and the start model's on the held-out sessions."""
+        best_record = max(search.finished, key=lambda r: r.value if r.value is not None else float("-inf"))
+        if search.best is not None and search.best.run_id == best_record.run_id:
             # The start model's scores from the best run's own loop: scored the same way (same item cache).
-            _, best_model, best_scores, start_scores = in_memory
+            best_model, best_scores, start_scores = search.best.model, search.best.scores, search.best.start_scores
         else:  # the best run finished before this process took the task over: score both afresh
-            best_model = load_run_model(manager, best_record.run_id, start_model.max_seq_length)
+            best_model = load_run_model(self.experiments_manager, best_record.run_id, start_model.max_seq_length)
             best_model.to(next(start_model.parameters()).device)
             best_scores, start_scores = self.score(best_model), self.score(start_model)
         return IterationResult(best_record.run_id, best_record.params, best_scores, start_scores, best_model,
-                               finished, results)
+                               search.finished, search.results)
+
+    def _examples(self, click_model: PositionClickModel, params: FineTuningParams) -> list[ClickExample]:
+        """The run's training pairs: the clicks of the batch's training side, as the settings weigh
+        them, and the catalog pairs of the dataset's items if the settings mix them in."""
+        settings, data = self.fine_tuning_settings, self.ranking_data
+        if settings.click_weighting == "posterior":
+            examples = make_judged_examples(data.train, self.query_retriever, settings.hard_negatives,
+                                            click_model, params.negative_downsampling, settings.seed)
+        else:
+            examples = make_click_examples(
+                data.train, self.query_retriever, settings.hard_negatives,
+                position_weight(settings.click_weighting, click_model, settings.max_click_weight),
+                params.negative_downsampling, settings.seed)
+        if settings.catalog is not None and examples:
+            queries = [self.query_retriever(s.query) for s in data.train]
+            examples += settings.catalog.examples(data.items, queries, len(examples), settings.seed)
+        return examples
 
     def score(self, model: EmbeddingModel) -> HeldOutScores:
         """`model`'s ranking metrics on the batch's held-out sessions."""

@@ -1,5 +1,5 @@
-"""Training pairs from clicks, each with the query, the clicked item, a few shown-but-not-clicked items as
-hard negatives (sampled without replacement) and a weight, in one of two ways
+"""Training pairs from clicks, each with the query, the clicked item, the results the user skipped above
+the click as hard negatives (`skip_above`) and a weight, in one of two ways
 (`FineTuningSettings.click_weighting`):
 
 - `make_judged_examples` ("posterior"): one example per query and clicked item, weighted by the click
@@ -30,18 +30,26 @@ class ClickExample:
     weight: float
 
 
-def _skipped(session: Any) -> list[str]:
-    """Results shown above the session's last click (or just below it), which the user most likely
-    examined and skipped."""
-    last_click = max(r.position for r in session.results if r.is_click)
-    return [r.item_id for r in session.results if not r.is_click and r.position <= last_click + 2]
+def skip_above(session: Any, position: int, limit: int) -> list[str]:
+    """The results shown above `position` that the session did not click, nearest to it first, at most
+    `limit`: a user who clicked at `position` examined them on the way down and passed them over, so
+    the click says it beats them ("click > skip above", Joachims, KDD 2002). Nothing below the click
+    and no clicked result is ever among them."""
+    above = sorted((r for r in session.results if r.position < position and not r.is_click),
+                   key=lambda r: r.position, reverse=True)
+    return [r.item_id for r in above[:limit]]
+
+
+def _downsampled(rng: random.Random, negatives: list[str], share: float) -> list[str]:
+    """`share` of `negatives` (at least one of a non-empty list), sampled without replacement."""
+    return rng.sample(negatives, max(1, round(len(negatives) * share))) if negatives else []
 
 
 def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
                         position_weight: Callable[[int], float], negative_downsampling: float, seed: int
                         ) -> list[ClickExample]:
-    """Hard negatives come from results shown above the session's last click (or just below it), which
-    the user most likely examined and skipped; `negative_downsampling` keeps that share of them."""
+    """A click's hard negatives are its `skip_above` results (at most `hard_negatives`), of which
+    `negative_downsampling` keeps that share."""
     rng = random.Random(seed)
     examples = []
     for session in sessions:
@@ -51,12 +59,10 @@ def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any]
         if not clicked:
             continue
         related = frozenset(r.item_id for r in clicked)
-        skipped = _skipped(session)
-        keep = max(1, round(len(skipped) * negative_downsampling)) if skipped else 0
-        pool = rng.sample(skipped, keep)
         query = retriever(session.query)
         for result in clicked:
-            negatives = tuple(rng.sample(pool, min(hard_negatives, len(pool))))
+            negatives = tuple(_downsampled(rng, skip_above(session, result.position, hard_negatives),
+                                           negative_downsampling))
             weight = result.event_weight * position_weight(result.position)
             if weight > 0:
                 examples.append(ClickExample(query, result.item_id, negatives, related, weight))
@@ -68,7 +74,7 @@ class _Judged:
     query: Any
     impressions: dict[str, list[tuple[int, bool]]]  # item id -> (position, clicked) per showing
     event_weights: dict[str, list[float]]  # clicked item id -> its clicks' event weights
-    skipped: list[str]
+    skipped: list[str]  # every click's skip-above results
 
 
 def make_judged_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
@@ -78,8 +84,8 @@ def make_judged_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any
     `click_model.relevance_posterior` over every showing of the item for the query times its clicks' mean
     event weight. Sessions count as one query when the retriever gives equal (hashable) queries. Every
     session's results count as showings; a session marked irrelevant counts its clicks as skips (the
-    user's mark wins). Hard negatives come from the query's sessions' skipped results; the items clicked
-    for the query are never its negatives."""
+    user's mark wins). Hard negatives come from the `skip_above` results of the query's clicks; the
+    items clicked for the query are never its negatives."""
     rng = random.Random(seed)
     judged: dict[Hashable, _Judged] = {}
     for number, session in enumerate(sessions):
@@ -96,16 +102,14 @@ def make_judged_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any
             entry.impressions.setdefault(result.item_id, []).append((result.position, click))
             if click:
                 entry.event_weights.setdefault(result.item_id, []).append(result.event_weight)
-        if clicks:
-            entry.skipped.extend(_skipped(session))
+                entry.skipped.extend(skip_above(session, result.position, hard_negatives))
     examples = []
     for entry in judged.values():
         if not entry.event_weights:
             continue
         related = frozenset(entry.event_weights)
-        skipped = list(dict.fromkeys(i for i in entry.skipped if i not in related))
-        keep = max(1, round(len(skipped) * negative_downsampling)) if skipped else 0
-        pool = rng.sample(skipped, keep)
+        pool = _downsampled(rng, list(dict.fromkeys(i for i in entry.skipped if i not in related)),
+                            negative_downsampling)
         for item_id, event_weights in entry.event_weights.items():
             weight = (click_model.relevance_posterior(entry.impressions[item_id])
                       * sum(event_weights) / len(event_weights))

@@ -1,5 +1,5 @@
 """One training run: real batches (one forward and one backward per step, no second pass for metrics),
-a warm-up then step-decay learning-rate schedule that is stepped, held-out evaluation every
+a warm-up then step-decay or linear-decay learning-rate schedule that is stepped, held-out evaluation every
 `test_each_n_sessions`, early stopping on the main metric, and the best checkpoint (not the last) kept."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,8 @@ class RunResult:
     steps: int
     stopped_early: bool
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    train_examples_per_s: float = 0.0  # training pairs (click and catalog) per second of training steps
+    candidates_per_step: float = 0.0  # mean items encoded per step (clicked items and hard negatives)
 
 
 def seed_everything(seed: int) -> None:
@@ -57,9 +59,26 @@ def _schedule(settings: FineTuningSettings, steps_per_epoch: int, total_steps: i
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if settings.schedule == "linear":
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
         return settings.gamma ** ((step // steps_per_epoch) // settings.step_size)
 
     return factor
+
+
+def _batches(order: list[ClickExample], settings: FineTuningSettings, rng: random.Random
+             ) -> Iterator[tuple[int, list[ClickExample]]]:
+    """(epoch, batch) for every step of the run, the examples shuffled anew each epoch."""
+    for epoch in range(settings.num_epochs):
+        rng.shuffle(order)
+        for start in range(0, len(order), settings.batch_size):
+            yield epoch, order[start:start + settings.batch_size]
+
+
+def _evaluation_interval(settings: FineTuningSettings, steps_per_epoch: int) -> int:
+    """Steps between held-out evaluations: `test_each_n_sessions` is a fraction of an epoch when <= 1."""
+    every = settings.test_each_n_sessions
+    return max(1, round(steps_per_epoch * every) if every <= 1 else round(every / settings.batch_size))
 
 
 def _trainable_state(model: EmbeddingModel) -> dict[str, torch.Tensor]:
@@ -97,6 +116,43 @@ def _loss(settings: FineTuningSettings, params: FineTuningParams, batch: Sequenc
                     "ProbMarginRankingLoss or CosineProbMarginRankingLoss")
 
 
+@dataclass
+class _BestCheckpoint:
+    """The best held-out scores so far, the step they were reached at and a copy of the trainable
+    parameters then, plus how many evaluations since have not beaten them."""
+
+    scores: HeldOutScores
+    step: int
+    state: dict[str, torch.Tensor]
+    evaluations_without_gain: int = 0
+
+    def offer(self, scores: HeldOutScores, step: int, model: EmbeddingModel) -> None:
+        if scores.ndcg_at_10 > self.scores.ndcg_at_10:
+            self.scores, self.step, self.state, self.evaluations_without_gain = (
+                scores, step, _trainable_state(model), 0)
+        else:
+            self.evaluations_without_gain += 1
+
+
+def _step(model: EmbeddingModel, batch: Sequence[ClickExample], encode_items: Callable[[Sequence[str]], torch.Tensor],
+          settings: FineTuningSettings, params: FineTuningParams, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[float, int]:
+    """One optimisation step on `batch`; returns its loss and how many items it encoded."""
+    device = next(model.parameters()).device
+    candidates_ids = list(dict.fromkeys([e.positive for e in batch] + [n for e in batch for n in e.hard_negatives]))
+    column = {item_id: i for i, item_id in enumerate(candidates_ids)}
+    # bf16 autocast on a GPU (full precision on the CPU, where bf16 matmuls are slow).
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        queries = model.encode_queries([e.query for e in batch])  # (B, D)
+        candidates = encode_items(candidates_ids)  # (C, D)
+    loss = _loss(settings, params, batch, queries.float(), candidates.float(), column)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item(), len(candidates_ids)  # .item() waits for the step to finish on a GPU: true timings
+
+
 def train_run(
     model: EmbeddingModel,
     examples: Sequence[ClickExample],
@@ -115,7 +171,6 @@ def train_run(
         raise ValueError("no training example: the batch's training sessions have no clicks")
     seed_everything(settings.seed)
     model.fix_layers(params.num_fixed_layers)
-    device = next(model.parameters()).device
 
     def encode_items(item_ids: Sequence[str]) -> torch.Tensor:
         if cache is not None:
@@ -139,64 +194,44 @@ def train_run(
     steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
     total_steps = steps_per_epoch * settings.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings, steps_per_epoch, total_steps))
-    every = settings.test_each_n_sessions
-    eval_every_steps = max(1, round(steps_per_epoch * every) if every <= 1 else round(every / settings.batch_size))
+    eval_every_steps = _evaluation_interval(settings, steps_per_epoch)
 
     initial = evaluate()
-    best, best_step, evaluations_without_gain = initial, 0, 0
-    best_state = _trainable_state(model)
+    best = _BestCheckpoint(initial, 0, _trainable_state(model))
     history: list[tuple[int, dict[str, float]]] = [(0, initial.as_metrics())]
     log_metrics(initial.as_metrics(), 0)
     rng = random.Random(settings.seed)
     order = list(examples)
-    step, train_seconds, stopped_early, running_loss = 0, 0.0, False, []
+    step, train_seconds, running_loss, candidates_seen = 0, 0.0, [], 0
     model.train(settings.dropout)  # eval mode when dropout is off (FineTuningSettings.dropout)
-    for epoch in range(settings.num_epochs):
-        rng.shuffle(order)
-        for start in range(0, len(order), settings.batch_size):
-            if should_stop():
-                raise TrainingCanceled
-            began = time.perf_counter()
-            batch = order[start:start + settings.batch_size]
-            candidates_ids = list(dict.fromkeys(
-                [e.positive for e in batch] + [n for e in batch for n in e.hard_negatives]))
-            column = {item_id: i for i, item_id in enumerate(candidates_ids)}
-            # bf16 autocast on a GPU (full precision on the CPU, where bf16 matmuls are slow).
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                queries = model.encode_queries([e.query for e in batch])  # (B, D)
-                candidates = encode_items(candidates_ids)  # (C, D)
-            loss = _loss(settings, params, batch, queries.float(), candidates.float(), column)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running_loss.append(loss.item())  # waits for the step to finish on a GPU, so the timing is true
-            train_seconds += time.perf_counter() - began
-            step += 1
-            if step % eval_every_steps and step != total_steps:
-                # Every step shows in the task's progress, with the latest held-out metrics.
-                on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, history[-1][1]))
-            else:
-                scores = evaluate()
-                metrics = {**scores.as_metrics(), **scores.distance_shift(initial),
-                           "train_loss": float(np.mean(running_loss)),
-                           "learning_rate": scheduler.get_last_lr()[0]}
-                running_loss = []
-                history.append((step, metrics))
-                log_metrics(metrics, step)
-                on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, metrics))
-                if scores.ndcg_at_10 > best.ndcg_at_10:
-                    best, best_step, evaluations_without_gain = scores, step, 0
-                    best_state = _trainable_state(model)
-                else:
-                    evaluations_without_gain += 1
-                    if evaluations_without_gain >= settings.early_stopping_patience:
-                        stopped_early = True
-                        break
-        if stopped_early:
+    for epoch, batch in _batches(order, settings, rng):
+        if should_stop():
+            raise TrainingCanceled
+        began = time.perf_counter()
+        loss, encoded = _step(model, batch, encode_items, settings, params, optimizer, scheduler)
+        train_seconds += time.perf_counter() - began
+        running_loss.append(loss)
+        candidates_seen += encoded
+        step += 1
+        if step % eval_every_steps and step != total_steps:
+            # Every step shows in the task's progress, with the latest held-out metrics.
+            on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, history[-1][1]))
+            continue
+        scores = evaluate()
+        metrics = {**scores.as_metrics(), **scores.distance_shift(initial),
+                   "train_loss": float(np.mean(running_loss)), "learning_rate": scheduler.get_last_lr()[0]}
+        running_loss = []
+        history.append((step, metrics))
+        log_metrics(metrics, step)
+        on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, metrics))
+        best.offer(scores, step, model)
+        if best.evaluations_without_gain >= settings.early_stopping_patience:
             break
-    model.load_state_dict(best_state, strict=False)
+    stopped_early = best.evaluations_without_gain >= settings.early_stopping_patience
+    model.load_state_dict(best.state, strict=False)
     model.eval()
     epochs_trained = step / steps_per_epoch
     sessions_per_s = train_sessions_with_clicks * epochs_trained / train_seconds if train_seconds else 0.0
-    return RunResult(best, best_step, initial, sessions_per_s, step, stopped_early, history)
+    examples_per_s = len(examples) * epochs_trained / train_seconds if train_seconds else 0.0
+    return RunResult(best.scores, best.step, initial, sessions_per_s, step, stopped_early, history, examples_per_s,
+                     candidates_seen / step if step else 0.0)

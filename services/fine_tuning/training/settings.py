@@ -9,8 +9,12 @@ from typing import Any
 
 from torch import nn
 
+from services.fine_tuning.training.catalog import CatalogPairs
 from services.fine_tuning.training.click_model import CLICK_WEIGHTINGS
 from services.fine_tuning.training.losses import ClickContrastiveLoss
+
+# The learning-rate schedules after warm-up (`FineTuningSettings.schedule`).
+SCHEDULES = ("step", "linear")
 
 
 @dataclass
@@ -19,8 +23,11 @@ class FineTuningSettings:
 
     Args:
         loss_func: the loss (default `ClickContrastiveLoss()`); the seed's margin losses also work.
-        step_size: epochs between learning-rate decays of `gamma` (a StepLR schedule after warm-up).
-        gamma: learning-rate decay factor per `step_size` epochs (0 < gamma <= 1).
+        step_size: epochs between learning-rate decays of `gamma` (the "step" schedule after warm-up).
+        gamma: learning-rate decay factor per `step_size` epochs (0 < gamma <= 1; "step" schedule).
+        schedule: the learning rate after warm-up: "step" (default, the seed's StepLR of `step_size`
+            and `gamma`) or "linear" (down to zero at the last step, as sentence-transformers and
+            transformers train by default).
         test_each_n_sessions: evaluate on the held-out sessions every this many training sessions; a
             value <= 1 is a fraction of an epoch (0.5 = twice per epoch). Early stopping and the kept
             checkpoint follow these evaluations.
@@ -28,7 +35,9 @@ class FineTuningSettings:
         batch_size: sessions per optimisation step (real batches: one forward and backward per step).
         max_seq_length: tokens per text (queries and items); None keeps the model's own.
         early_stopping_patience: evaluations without improvement of the main metric before a run stops.
-        hard_negatives: shown-but-not-clicked results of a session used as its hard negatives.
+        hard_negatives: at most this many results skipped above a click (shown above it and not
+            clicked, nearest first: `examples.skip_above`) are its hard negatives, extra candidates
+            of the batch (>= 0; 0 = in-batch negatives only).
         examination_eta: exponent of the users' examination model, P(examined at position k) = (1/k)^eta.
             The batch's click model (`click_model.py`) is fitted with it: the held-out metrics read
             clicks through it (inverse propensity plus the noise rate), and so do training weights.
@@ -50,12 +59,16 @@ class FineTuningSettings:
             gain (+2.8% vs +2.6%, +2.2% vs +1.9% on two seeds, well inside each run's CI) and cost a
             fifth of the speed and 1.3 GiB of peak memory (its masks, and the attention matrices that
             attention keeps when it drops): 3.8 instead of 2.5 GiB.
+        catalog: self-supervised pairs from the dataset's own items mixed into every run
+            (`catalog.CatalogPairs`: a span of an item's text against the item), or None (default) for
+            clicks only.
         seed: seeds torch, numpy, Python and the search, so a run is repeatable.
     """
 
     loss_func: nn.Module = field(default_factory=ClickContrastiveLoss)
     step_size: int = 1
     gamma: float = 1.0
+    schedule: str = "step"
     test_each_n_sessions: float = 1.0
     num_epochs: int = 3
     batch_size: int = 64
@@ -67,6 +80,7 @@ class FineTuningSettings:
     click_weighting: str = "relevance"
     warmup_ratio: float = 0.1
     dropout: bool = False
+    catalog: CatalogPairs | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +97,8 @@ class FineTuningSettings:
             "max_click_weight": self.max_click_weight >= 1,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "dropout": isinstance(self.dropout, bool),
+            "schedule": self.schedule in SCHEDULES,
+            "catalog": self.catalog is None or isinstance(self.catalog, CatalogPairs),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if self.click_weighting not in CLICK_WEIGHTINGS:
@@ -93,10 +109,12 @@ class FineTuningSettings:
 
     def config(self) -> dict[str, Any]:
         """What goes to MLflow as parameters."""
-        values = {k: v for k, v in asdict(self).items() if k != "loss_func"}
+        values = {k: v for k, v in asdict(self).items() if k not in ("loss_func", "catalog")}
         loss = self.loss_func
         loss_config = loss.config() if hasattr(loss, "config") else {"loss": type(loss).__name__}
-        return {**values, **{f"loss.{k}": v for k, v in loss_config.items()}}
+        catalog = {f"catalog.{k}": v for k, v in self.catalog.config().items()} if self.catalog else {}
+        return {**values, **{f"loss.{k}": v for k, v in loss_config.items()}, "catalog": self.catalog is not None,
+                **catalog}
 
 
 @dataclass(frozen=True)
@@ -145,18 +163,18 @@ CLIP_INITIAL_PARAMS: dict[str, list[Any]] = {
 # self.initial_params.update(...)`), so it is a copy of its own, which the shipped plugins never read.
 INITIAL_PARAMS: dict[str, list[Any]] = copy.deepcopy(CLIP_INITIAL_PARAMS)
 
-# MiniLM-L6 has 6 layers. Tuned on the quality benchmark (bench/README.md): the top 4 layers train from
-# the cached prefix after the first 2 (the items tower then costs 4 layers a step, for the speed
-# target), at a learning rate that moves a small model in one epoch (2e-4 overshoots); weight decay and
-# margin (unused by the contrastive loss) are single values, so 2 trials explore the learning rate.
+# MiniLM-L6 has 6 layers, and all of them train (bench/README.md, "Training quality": freezing some, for
+# speed, learned less). The first values are the recipe a one-trial search trains (a fresh search starts
+# from them): AdamW at 2e-5 with weight decay 0.01, as sentence-transformers trains; a longer search
+# also tries 4e-5. The margin is unused by the contrastive loss; every skip-above negative is kept.
 MINILM_INITIAL_PARAMS: dict[str, list[Any]] = {
-    "num_fixed_layers": [2],
-    "query_lr": [1e-4],  # unused by text-to-text models (one shared model: items_lr applies)
-    "items_lr": [1e-4, 5e-5],
-    "query_weight_decay": [0.0],
-    "items_weight_decay": [0.0],
+    "num_fixed_layers": [0],
+    "query_lr": [2e-5],  # unused by text-to-text models (one shared model: items_lr applies)
+    "items_lr": [2e-5, 4e-5],
+    "query_weight_decay": [0.01],
+    "items_weight_decay": [0.01],
     "margin": [0.05],
     "not_irrelevant_only": [True],
-    "negative_downsampling": [0.5],
+    "negative_downsampling": [1.0],
     "examples_order": [[11]],
 }

@@ -49,12 +49,10 @@ class _TokenInterceptor(
         return continuation(_with_token(details, self._token), requests)
 
 
-class _AioTokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _AioToken:
+    """Adds the bearer token to a call's metadata. grpc.aio files a client interceptor under one call
+    kind only (the first its class implements), so each kind gets an interceptor of its own."""
+
     def __init__(self, token: str) -> None:
         self._token = token
 
@@ -64,17 +62,30 @@ class _AioTokenInterceptor(
         return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
                                           details.wait_for_ready)
 
+
+class _AioUnaryUnaryToken(_AioToken, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
+
+class _AioUnaryStreamToken(_AioToken, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):
         return await continuation(self._details(details), request)
 
+
+class _AioStreamUnaryToken(_AioToken, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, requests):
         return await continuation(self._details(details), requests)
 
+
+class _AioStreamStreamToken(_AioToken, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, requests):
         return await continuation(self._details(details), requests)
+
+
+def _aio_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    return [kind(token) for kind in (_AioUnaryUnaryToken, _AioUnaryStreamToken, _AioStreamUnaryToken,
+                                     _AioStreamStreamToken)]
 
 
 def _credentials(settings: Settings) -> grpc.ChannelCredentials | None:
@@ -107,7 +118,7 @@ def open_channel(address: str, settings: Settings, limits: Limits | None = None)
 def open_aio_channel(address: str, settings: Settings, limits: Limits | None = None) -> grpc.aio.Channel:
     """An asyncio channel (one service calling another)."""
     options = grpc_options(limits or Limits())
-    interceptors = [_AioTokenInterceptor(settings.auth_token)] if settings.auth_token else None
+    interceptors = _aio_token_interceptors(settings.auth_token) if settings.auth_token else None
     credentials = _credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

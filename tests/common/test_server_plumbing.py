@@ -3,6 +3,7 @@ with open health checks, (mutual) TLS, message-size limits, and reflection of th
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
-from services.common.client import open_channel
+from services.common.client import open_aio_channel, open_channel
 from services.common.settings import Limits, Settings
 from tests.ingest.helpers import session_request
 from tests.servers import InProcessService
@@ -54,6 +55,27 @@ def test_without_the_bearer_token_every_rpc_but_health_is_unauthenticated(settin
             assert stub.GetBatch(pb.GetBatchRequest()).batch.session_count == 0
             stub.RegisterSession(session_request("s1"))
             assert stub.GetBatch(pb.GetBatchRequest()).batch.session_count == 1
+
+
+def test_the_asyncio_client_sends_the_token_on_every_call_kind(settings: Settings) -> None:
+    """Services call each other through `open_aio_channel`: unary calls, server streams (dataprep's
+    StreamBatchSessions from ingest) and client streams (Ingest) must all carry the token."""
+    secured = settings.model_copy(update={"auth_token": "s3cret"})
+
+    async def calls(address: str, token_settings: Settings) -> list[int]:
+        async with open_aio_channel(address, token_settings) as channel:
+            stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
+            summary = await stub.Ingest(iter([pb.IngestRequest(session=session_request("s1"))]))
+            await stub.RegisterSession(session_request("s2"))
+            await stub.ReleaseBatch(pb.ReleaseBatchRequest(release_id="r1"))
+            streamed = [r async for r in stub.StreamBatchSessions(pb.StreamBatchSessionsRequest(batch_id="batch-1"))]
+            return [summary.sessions_accepted, len(streamed)]
+
+    with serve_ingest(secured) as service:
+        assert asyncio.run(calls(service.address, secured)) == [1, 2]
+        with pytest.raises(grpc.RpcError) as info:
+            asyncio.run(calls(service.address, secured.model_copy(update={"auth_token": "guess"})))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -23,7 +24,23 @@ def trainer_stub(stack: Stack) -> Iterator[trainer_pb2_grpc.TrainerServiceStub]:
     settings = Settings()  # the stack's ES_ variables
     with InProcessService(lambda port: start(settings, Limits(), "127.0.0.1", port)) as trainer, \
             grpc.insecure_channel(trainer.address) as channel:
-        yield trainer_pb2_grpc.TrainerServiceStub(channel)
+        stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+        wait_until_connected(stub)
+        yield stub
+
+
+def wait_until_connected(stub: trainer_pb2_grpc.TrainerServiceStub, timeout_s: float = 30.0) -> None:
+    """The trainer serves before its NATS connection is up (and answers UNAVAILABLE until then, as it
+    should); these tests are about its answers once it is."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            stub.ListTasks(trainer_pb2.ListTasksRequest(page_size=1), timeout=10)
+            return
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def task_count(stub: trainer_pb2_grpc.TrainerServiceStub) -> int:

@@ -24,7 +24,6 @@ from services.common.settings import Settings
 app = typer.Typer(help="Model versions (the registry service).", no_args_is_help=True)
 
 
-
 def _scores_line(scores: pb.HeldOutScores) -> str:
     recall = ", ".join(f"recall@{k} {v:.4f}" for k, v in sorted(scores.recall_at.items()))
     return (f"nDCG@10 {scores.ndcg_at_10:.4f}, MRR@10 {scores.mrr_at_10:.4f}"
@@ -69,6 +68,10 @@ def fetch_model(settings: Settings, plugin: str, version: str, out: Path | None)
             pb.DownloadModelRequest(fine_tuning_method=plugin, version=version), timeout=3600)
         try:
             header = next(stream).archive
+            if not re.fullmatch(r"[1-9][0-9]*", header.version):
+                typer.echo(f"error: the registry at {settings.registry_addr} answered version {header.version!r} "
+                           f"for {plugin}, which is not a version number; nothing was written", err=True)
+                raise typer.Exit(1)
             folder = out or _default_out(plugin, header.version)
             if folder.exists() and any(folder.iterdir()):
                 typer.echo(f"error: {folder} is not empty; choose another --out", err=True)

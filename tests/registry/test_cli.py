@@ -9,11 +9,15 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.api.embedding_studio.v1 import registry_pb2_grpc
 from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, stored_archive
 from tests.servers import REPO_ROOT
 
@@ -21,9 +25,10 @@ from tests.servers import REPO_ROOT
 _ES_MODEL = "from services.registry.cli import app; app(prog_name='es model')"
 
 
-def es_model(*args: str, address: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", _ES_MODEL, *args], env={**os.environ, "ES_REGISTRY_ADDR": address},
-                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+def es_model(*args: str, address: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _ES_MODEL, *args],
+                          env={**os.environ, "ES_REGISTRY_ADDR": address, "PYTHONPATH": str(REPO_ROOT)},
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
 def test_model_best_says_which_version_is_best_why_and_prints_json_last(
@@ -79,3 +84,27 @@ def test_model_download_of_a_tampered_archive_exits_non_zero_and_extracts_nothin
     assert result.returncode == 1
     assert "does not match the registry's record" in result.stderr and "nothing was extracted" in result.stderr
     assert list(out.parent.iterdir()) == []
+
+
+class _RegistryNamingAPath(registry_pb2_grpc.RegistryServiceServicer):
+    """A registry that answers every download with a version that is a path out of the folder."""
+
+    def DownloadModel(self, request, context):
+        yield pb.DownloadModelResponse(archive=pb.ModelArchive(version="1/../../escaped", size_bytes=1, sha256="0"))
+        yield pb.DownloadModelResponse(chunk=b"x")
+
+
+def test_model_download_refuses_a_version_that_is_not_a_number_and_writes_nothing(tmp_path: Path) -> None:
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    registry_pb2_grpc.add_RegistryServiceServicer_to_server(_RegistryNamingAPath(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        cwd = tmp_path / "a" / "b"
+        cwd.mkdir(parents=True)
+        result = es_model("download", "Some Plugin", address=f"127.0.0.1:{port}", cwd=cwd)
+    finally:
+        server.stop(None)
+    assert result.returncode == 1
+    assert "'1/../../escaped'" in result.stderr and "not a version number" in result.stderr
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [Path("a"), Path("a/b")]

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import ServiceError
+from services.common.errors import InvalidArgument, ServiceError
 from services.common.logging import get_logger
 from services.common.settings import Limits, Settings
 
@@ -33,8 +34,41 @@ def grpc_options(limits: Limits) -> list[tuple[str, Any]]:
     ]
 
 
+class Undecodable:
+    """A request message whose bytes did not parse as its type (garbage, or nested past protobuf's limit).
+
+    The guard refuses a unary request that is one with INVALID_ARGUMENT, after the token check; a
+    client-streaming method receives it among its messages and rejects it itself (Ingest lists it in its
+    summary and goes on with the next message)."""
+
+    def __init__(self, type_name: str, size: int, error: str) -> None:
+        self.size = size
+        self.error = InvalidArgument("request", f"is not a valid {type_name} ({size} bytes): {error}")
+
+    def ByteSize(self) -> int:
+        return self.size
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    """`deserialize`, answering `Undecodable` instead of raising, so the token is checked before a
+    request's bytes are judged and a bad one gets INVALID_ARGUMENT, not UNKNOWN."""
+    if deserialize is None:
+        return None
+    message_type = getattr(deserialize, "__self__", None)
+    type_name = message_type.DESCRIPTOR.name if hasattr(message_type, "DESCRIPTOR") else f"request of {method}"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return Undecodable(type_name, len(data), str(error))
+
+    return parse
+
+
 class _GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Checks the bearer token and maps `ServiceError` (and anything unexpected) to a gRPC status."""
+    """Checks the bearer token, refuses undecodable requests, and maps `ServiceError` (and anything
+    unexpected) to a gRPC status."""
 
     def __init__(self, auth_token: str) -> None:
         self._expected = f"Bearer {auth_token}".encode() if auth_token else None
@@ -54,6 +88,7 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
             return None
         denied = None if self._authorized(details) else "missing or wrong bearer token (ES_AUTH_TOKEN)"
         method = details.method
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer, method))
         if handler.response_streaming:
             kind = "stream_stream" if handler.request_streaming else "unary_stream"
             inner = getattr(handler, kind)
@@ -61,6 +96,8 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
             async def streaming(request, context):
                 if denied:
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, denied)
+                if isinstance(request, Undecodable):
+                    await _abort(context, request.error)
                 try:
                     async for response in inner(request, context):
                         yield response
@@ -79,6 +116,8 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
         async def unary(request, context):
             if denied:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, denied)
+            if isinstance(request, Undecodable):
+                await _abort(context, request.error)
             try:
                 return await inner(request, context)
             except ServiceError as error:

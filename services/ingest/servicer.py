@@ -19,6 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
 from services.common.errors import InvalidArgument, ServiceError, Unavailable
+from services.common.server import Undecodable
 from services.common.settings import Limits
 from services.ingest.store import Applied, ClickstreamStore, Registered
 from services.ingest.validation import Validator
@@ -170,7 +171,9 @@ class ClickstreamServicer(clickstream_pb2_grpc.ClickstreamServiceServicer):
             outcomes = [next(applied) if outcome is None else outcome for outcome in outcomes]
         return outcomes
 
-    def _check(self, message: pb.IngestRequest, now: int) -> None:
+    def _check(self, message: pb.IngestRequest | Undecodable, now: int) -> None:
+        if isinstance(message, Undecodable):
+            raise message.error
         kind = message.WhichOneof("item")
         if kind == "session":
             self._validate.session(message.session, now)

@@ -13,6 +13,20 @@ from services.common.errors import InvalidArgument
 from services.common.settings import Limits
 
 
+def _depth(meta: struct_pb2.Struct) -> int:
+    """Levels of Structs and ListValues in `meta`, itself one (no recursion: a deep one is what is checked)."""
+    deepest, stack = 0, [(meta, 1)]
+    while stack:
+        container, depth = stack.pop()
+        deepest = max(deepest, depth)
+        values = container.fields.values() if isinstance(container, struct_pb2.Struct) else container.values
+        for value in values:
+            kind = value.WhichOneof("kind")
+            if kind in ("struct_value", "list_value"):
+                stack.append((getattr(value, kind), depth + 1))
+    return deepest
+
+
 class Validator:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -28,6 +42,10 @@ class Validator:
         size = meta.ByteSize()
         if size > self.limits.max_meta_bytes:
             raise InvalidArgument(field, f"is {size} bytes; ES_MAX_META_BYTES is {self.limits.max_meta_bytes}")
+        depth = _depth(meta)
+        if depth > self.limits.max_meta_depth:
+            raise InvalidArgument(field, f"nests {depth} levels of objects and lists; ES_MAX_META_DEPTH is "
+                                         f"{self.limits.max_meta_depth}")
 
     def _timestamp(self, field: str, created_at: int, now: int) -> None:
         if created_at == 0:

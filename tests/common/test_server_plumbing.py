@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
 from services.common.client import open_aio_channel, open_channel
+from services.common.errors import field_violation
 from services.common.settings import Limits, Settings
 from tests.ingest.helpers import session_request
 from tests.servers import InProcessService
@@ -117,6 +118,39 @@ def test_tls_with_a_ca_requires_and_accepts_client_certificates(settings: Settin
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         with grpc.insecure_channel(service.address) as channel, pytest.raises(grpc.RpcError):
             clickstream_pb2_grpc.ClickstreamServiceStub(channel).GetBatch(pb.GetBatchRequest(), timeout=10)
+
+
+_GARBAGE = b"\xff\xff\xff\xff"  # field 31 with wire type 7, which protobuf does not have
+
+
+def _raw(channel: grpc.Channel, method: str, streaming: bool = False):
+    kind = channel.stream_unary if streaming else channel.unary_unary
+    return kind(f"/embedding_studio.v1.ClickstreamService/{method}", request_serializer=None,
+                response_deserializer=None)
+
+
+def test_undecodable_request_bytes_are_invalid_argument_and_unauthenticated_without_the_token(
+        settings: Settings) -> None:
+    with serve_ingest(settings.model_copy(update={"auth_token": "s3cret"})) as service:
+        with grpc.insecure_channel(service.address) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                _raw(channel, "RegisterSession")(_GARBAGE)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the token before the bytes
+        token = (("authorization", "Bearer s3cret"),)
+        with grpc.insecure_channel(service.address) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                _raw(channel, "RegisterSession")(_GARBAGE, metadata=token)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert field_violation(info.value).field == "request"
+            assert "is not a valid RegisterSessionRequest (4 bytes)" in info.value.details()
+            # In a stream, an undecodable message is one rejection of the summary; the others are applied.
+            messages = [pb.IngestRequest(session=session_request("s1")).SerializeToString(), _GARBAGE,
+                        pb.IngestRequest(session=session_request("s2")).SerializeToString()]
+            summary = pb.IngestResponse.FromString(_raw(channel, "Ingest", streaming=True)(iter(messages),
+                                                                                           metadata=token))
+            assert (summary.messages, summary.sessions_accepted, summary.rejected) == (3, 2, 1)
+            assert (summary.errors[0].index, summary.errors[0].code) == (1, "INVALID_ARGUMENT")
+            assert "is not a valid IngestRequest" in summary.errors[0].reason
 
 
 def test_a_message_over_the_size_limit_is_resource_exhausted(settings: Settings) -> None:

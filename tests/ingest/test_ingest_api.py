@@ -125,6 +125,39 @@ def test_oversized_meta_is_refused_naming_the_limit(ingest) -> None:
     assert "ES_MAX_META_BYTES" in error.details()
 
 
+def _nested(levels: int, list_every: int = 0) -> dict:
+    """A meta of `levels` nested objects (every `list_every`-th level a one-element list instead)."""
+    value: object = "leaf"
+    for level in range(levels - 1, 0, -1):
+        value = [value] if list_every and level % list_every == 0 else {"k": value}
+    return {"k": value}
+
+
+def test_meta_nested_deeper_than_the_limit_is_refused_and_one_at_the_limit_reads_back(ingest) -> None:
+    # 32 levels used to be stored and then broke every reply that carried it (protobuf's 100-level parse
+    # limit): GetSession failed and the batch could not be prepared.
+    for field, levels, list_every in (("search_results[1].meta", 17, 3), ("search_meta", 32, 0)):
+        request = session_request("deep")
+        target = request.search_meta if field == "search_meta" else request.search_results[int(field[15])].meta
+        target.update(_nested(levels, list_every))
+        error = rpc_error(ingest.RegisterSession, request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert field_violation(error).field == field
+        assert f"nests {levels} levels" in error.details() and "ES_MAX_META_DEPTH is 16" in error.details()
+    ingest.RegisterSession(session_request("s1"))
+    error = rpc_error(ingest.PushEvents, pb.PushEventsRequest(session_id="s1", events=[
+        click("e1", "item-0", meta=_nested(17))]))
+    assert (error.code(), field_violation(error).field) == (grpc.StatusCode.INVALID_ARGUMENT, "events[0].meta")
+
+    request = session_request("s2")
+    request.search_results[0].meta.update(_nested(16, list_every=2))
+    ingest.RegisterSession(request)
+    ingest.PushEvents(pb.PushEventsRequest(session_id="s2", events=[click("e2", "item-0", meta=_nested(16))]))
+    stored = ingest.GetSession(pb.GetSessionRequest(session_id="s2")).session
+    assert stored.search_results[0].meta == request.search_results[0].meta
+    assert ingest.GetBatch(pb.GetBatchRequest()).batch.session_count == 2
+
+
 def test_bad_events_are_refused_naming_the_field(ingest) -> None:
     ingest.RegisterSession(session_request("s1"))
     cases = {

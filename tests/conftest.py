@@ -82,3 +82,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = SentenceTransformer(modules=[Transformer(str(root / "bert")), Pooling(32)], device="cpu")
     model.save(str(root / "model"))
     return root / "model"
+
+
+# Not batch ids, and none an alias of batch-1: a leading zero, whitespace, an Arabic-Indic digit, a
+# number past 64 bits, a decimal, another case.
+MALFORMED_BATCH_IDS = ["batch-01", "batch-1\n", " batch-1", "batch-\u0661", "batch-0", "batch-" + "9" * 30,
+                       "batch-1.0", "Batch-1"]

@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from services.api.embedding_studio.v1 import clickstream_pb2, clickstream_pb2_grpc, events_pb2
 from services.api.embedding_studio.v1 import dataprep_pb2 as pb
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.ids import parse_batch_id
 from services.common.logging import get_logger
 from services.common.nats import DATASET_FAILED, DATASET_READY, NatsConnection
 from services.fine_tuning.data import (
@@ -53,6 +54,11 @@ def required(field: str, value: str) -> str:
     return value
 
 
+def batch_id_field(value: str) -> str:
+    parse_batch_id("batch_id", value)
+    return value
+
+
 class DatasetMaker:
     def __init__(self, plugins_path: Path, store: DatasetStore, ingest: clickstream_pb2_grpc.ClickstreamServiceStub,
                  ingest_addr: str, nats: NatsConnection) -> None:
@@ -72,8 +78,9 @@ class DatasetMaker:
         """The dataset of the plugin's current version for a released batch: READY (made now or before)
         or FAILED with the reason. Raises NotFound (plugin, batch), FailedPrecondition (batch not
         released, clashing plugins), Unavailable (ingest or the artifact store is down)."""
+        batch_id_field(batch_id)
         entry = await self.plugin(required("fine_tuning_method", fine_tuning_method))
-        key = DatasetKey.of(entry.meta, required("batch_id", batch_id))
+        key = DatasetKey.of(entry.meta, batch_id)
         task = self._in_flight.get(key)
         if task is None:
             task = asyncio.create_task(self._make(entry, key), name=f"dataset-{key.dataset_id}")
@@ -86,8 +93,11 @@ class DatasetMaker:
         manifest = await self._store_call(self._store.manifest, key)
         if manifest is not None:
             return dataset_message(key, pb.DATASET_STATUS_READY, self._store.dataset_uri(key), manifest)
-        sessions = await self._batch_sessions(key.batch_id)
         started = time.monotonic()
+        try:
+            sessions = await self._batch_sessions(key.batch_id)
+        except DatasetError as error:
+            return await self._failed(key, str(error))
         try:
             manifest = await asyncio.to_thread(self._run_plugin, entry, key, sessions)
         except DatasetError as error:
@@ -101,6 +111,9 @@ class DatasetMaker:
             log.info("dataset_ready", dataset_id=key.dataset_id, sessions=len(sessions), items=manifest["items"],
                      seconds=round(time.monotonic() - started, 3))
             return dataset_message(key, pb.DATASET_STATUS_READY, self._store.dataset_uri(key), manifest)
+        return await self._failed(key, reason)
+
+    async def _failed(self, key: DatasetKey, reason: str) -> pb.Dataset:
         await self._store_call(self._store.record_failure, key, reason)
         log.warning("dataset_failed", dataset_id=key.dataset_id, error=reason)
         return dataset_message(key, pb.DATASET_STATUS_FAILED, error=reason)
@@ -136,16 +149,26 @@ class DatasetMaker:
                 raise FailedPrecondition(f"batch {batch_id!r} is still collecting sessions; release it first "
                                          f"(es batch release)")
             call = self._ingest.StreamBatchSessions(clickstream_pb2.StreamBatchSessionsRequest(batch_id=batch_id))
-            return [SessionWithEvents.from_proto(response.session) async for response in call]
+            sessions = []
+            async for response in call:
+                if response is None:  # grpc.aio's answer to a message it could not parse
+                    after = f"after session {sessions[-1].session_id!r}" if sessions else "first"
+                    raise DatasetError(f"ingest sent a session of batch {batch_id!r} ({after}) that does not "
+                                       "parse; the batch cannot be prepared")
+                sessions.append(SessionWithEvents.from_proto(response.session))
+            return sessions
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"ingest has no batch {batch_id!r}: {error.details()}") from error
-            raise Unavailable(f"ingest at {self._ingest_addr} failed: {error.code().name}: "
-                              f"{error.details()}") from error
+            failure = f"ingest at {self._ingest_addr} failed: {error.code().name}: {error.details()}"
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable(failure) from error
+            # Anything else will not change by asking again: the dataset fails with the reason.
+            raise DatasetError(f"{failure} (reading batch {batch_id!r})") from error
 
     async def get(self, fine_tuning_method: str, batch_id: str, plugin_version: str) -> pb.Dataset:
         required("fine_tuning_method", fine_tuning_method)
-        required("batch_id", batch_id)
+        batch_id_field(batch_id)
         if not plugin_version:
             plugin_version = (await self.plugin(fine_tuning_method)).meta.version
         key = DatasetKey(fine_tuning_method, plugin_version, batch_id)

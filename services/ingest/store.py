@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 import uuid
@@ -61,12 +60,12 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
+from services.common.ids import parse_batch_id
 
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 COLLECTING, RELEASED = "collecting", "released"
-_BATCH_ID = re.compile(r"^batch-(\d+)$")
 
 metadata = MetaData()
 _id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
@@ -143,10 +142,7 @@ def batch_id_of(number: int) -> str:
 
 
 def _batch_number(batch_id: str) -> int:
-    match = _BATCH_ID.match(batch_id)
-    if match is None:
-        raise NotFound(f"batch '{batch_id}' does not exist (batch ids look like 'batch-1')")
-    return int(match.group(1))
+    return parse_batch_id("batch_id", batch_id)
 
 
 def _struct_dict(value: struct_pb2.Struct) -> dict[str, Any]:

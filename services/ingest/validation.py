@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.common.errors import InvalidArgument
+from services.common.ids import check_id
 from services.common.settings import Limits
 
 
@@ -32,11 +33,7 @@ class Validator:
         self.limits = limits
 
     def _id(self, field: str, value: str, required: bool = True) -> None:
-        if required and not value.strip():
-            raise InvalidArgument(field, "must not be empty")
-        if len(value) > self.limits.max_id_length:
-            raise InvalidArgument(field, f"is {len(value)} characters long; ES_MAX_ID_LENGTH is "
-                                         f"{self.limits.max_id_length}")
+        check_id(field, value, self.limits.max_id_length, required)
 
     def _meta(self, field: str, meta: struct_pb2.Struct) -> None:
         size = meta.ByteSize()

@@ -18,12 +18,28 @@ from sqlalchemy.exc import OperationalError
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
 from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.common.ids import check_id, check_run_id, check_token, parse_batch_id, parse_number
 from services.common.settings import Limits
 from services.registry.store import ModelStore, is_missing
 
 T = TypeVar("T")
 
 CHUNK_BYTES = 1024 * 1024
+
+
+def _version_number(field: str, value: str) -> None:
+    parse_number(field, value, "a model version number")
+
+
+# What each id field of the registry's requests must look like, beyond being there and short enough.
+_FORMATS = {
+    "task_id": check_token,
+    "batch_id": parse_batch_id,
+    "run_id": check_run_id,
+    "version": _version_number,
+    "compared_version": _version_number,
+    "iteration_id": lambda field, value: parse_number(field, value, "an MLflow experiment id"),
+}
 
 
 def _check_scores(field: str, scores: pb.HeldOutScores, present: bool) -> None:
@@ -62,11 +78,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return Unavailable(f"MLflow at {self._store.tracking_uri} (ES_MLFLOW_TRACKING_URI) is unavailable: {short}")
 
     def _check_id(self, field: str, value: str) -> None:
-        if not value:
-            raise InvalidArgument(field, "must not be empty")
-        if len(value) > self._limits.max_id_length:
-            raise InvalidArgument(field, f"is {len(value)} characters long; ES_MAX_ID_LENGTH is "
-                                         f"{self._limits.max_id_length}")
+        check_id(field, value, self._limits.max_id_length)
+        _FORMATS.get(field, lambda _f, _v: None)(field, value)
 
     async def GetBestModel(self, request: pb.GetBestModelRequest, context: grpc.aio.ServicerContext
                            ) -> pb.GetBestModelResponse:

@@ -21,6 +21,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_
 from services.api.embedding_studio.v1 import events_pb2
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.ids import parse_number
 from services.common.mlflow_models import (
     BEST_ALIAS,
     INITIAL_EXPERIMENT,
@@ -152,8 +153,7 @@ class ModelStore:
         return sorted(versions, key=lambda version: int(_number(version)))
 
     def _version(self, plugin: str, name: str, version: str, field: str = "version") -> ModelVersion:
-        if not version.isdigit():
-            raise InvalidArgument(field, f"{version!r} is not a model version number")
+        parse_number(field, version, "a model version number")
         found = _or_none(lambda: self._client.get_model_version(name, version))
         if found is None:
             raise NotFound(f"plugin {plugin!r} has no model version {version!r}")
@@ -286,8 +286,7 @@ class ModelStore:
     def iteration(self, iteration_id: str) -> pb.Iteration:
         if not iteration_id:
             raise InvalidArgument("iteration_id", "must name an iteration (its MLflow experiment id)")
-        if not iteration_id.isdigit():
-            raise InvalidArgument("iteration_id", f"{iteration_id!r} is not an MLflow experiment id")
+        parse_number("iteration_id", iteration_id, "an MLflow experiment id")
         experiment = _or_none(lambda: self._client.get_experiment(iteration_id))
         parsed = parse_iteration_experiment_name(experiment.name) if experiment is not None else None
         if experiment is None or parsed is None:

@@ -23,6 +23,7 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
+from services.common.ids import check_id, check_token, parse_batch_id, parse_number
 from services.common.logging import get_logger
 from services.common.settings import Limits
 from services.trainer.runner import TaskRunner
@@ -49,13 +50,11 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self._on_change = on_change
 
     def _check_id(self, field: str, value: str, required: bool = True) -> None:
-        if not value:
-            if required:
-                raise InvalidArgument(field, "must not be empty")
-            return
-        if len(value) > self._limits.max_id_length:
-            raise InvalidArgument(field, f"is {len(value)} characters long; ES_MAX_ID_LENGTH is "
-                                         f"{self._limits.max_id_length}")
+        check_id(field, value, self._limits.max_id_length, required)
+        if field == "task_id":
+            check_token(field, value)
+        elif field == "batch_id" and value:
+            parse_batch_id(field, value)
 
     def _ingest_failed(self, error: grpc.aio.AioRpcError, what: str) -> ServiceError:
         if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -92,7 +91,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self._check_id("idempotency_key", request.idempotency_key)
         self._check_id("fine_tuning_method", request.fine_tuning_method)
         self._check_id("batch_id", request.batch_id, required=False)
-        metadata = json.dumps(json_format.MessageToDict(request.metadata)).encode()
+        try:
+            metadata = json.dumps(json_format.MessageToDict(request.metadata)).encode()
+        except ValueError as error:  # NaN or an infinity: JSON has neither
+            raise InvalidArgument("metadata", f"cannot be stored as JSON: {error}") from error
         if len(metadata) > self._limits.max_meta_bytes:
             raise InvalidArgument("metadata", f"is {len(metadata)} bytes as JSON; ES_MAX_META_BYTES is "
                                               f"{self._limits.max_meta_bytes}")
@@ -156,9 +158,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             raise InvalidArgument("status", f"{request.status} is not a TaskStatus")
         offset = 0
         if request.page_token:
-            if not request.page_token.isdigit():
-                raise InvalidArgument("page_token", "is not a token a ListTasksResponse gave")
-            offset = int(request.page_token)
+            offset = parse_number("page_token", request.page_token, "a token a ListTasksResponse gave")
         tasks = [r.task for r in await self._store.all()
                  if (not request.fine_tuning_method or r.task.fine_tuning_method == request.fine_tuning_method)
                  and (not request.status or r.task.status == request.status)]

@@ -15,6 +15,7 @@ from services.common.nats import DATASET_FAILED, DATASET_READY
 from services.common.settings import Limits, Settings
 from services.fine_tuning.data import DatasetKey, DatasetStore, ItemStorageProducer, loading_dataset, prepare_data
 from services.fine_tuning.discovery import discover_plugins
+from tests.conftest import MALFORMED_BATCH_IDS
 from tests.dataprep.conftest import PLUGINS, write_items
 from tests.dataprep.helpers import published, register_batch
 from tests.servers import InProcessService, ServiceProcess
@@ -121,6 +122,17 @@ def test_empty_fields_are_invalid_arguments_naming_the_field(dataprep) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details() == "batch_id: must not be empty"
     error = rpc_error(dataprep.GetDataset, pb.GetDatasetRequest(batch_id="batch-1"))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "fine_tuning_method" in error.details()
+
+
+@pytest.mark.parametrize("batch_id", MALFORMED_BATCH_IDS)
+def test_a_malformed_batch_id_is_invalid_argument_before_ingest_is_asked(ingest, dataprep, batch_id: str) -> None:
+    register_batch(ingest)  # batch-1 exists: none of these may alias it
+    for call, request in ((dataprep.PrepareDataset, pb.PrepareDatasetRequest(fine_tuning_method=TEXT,
+                                                                             batch_id=batch_id)),
+                          (dataprep.GetDataset, pb.GetDatasetRequest(fine_tuning_method=TEXT, batch_id=batch_id))):
+        error = rpc_error(call, request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, batch_id
+        assert error.details() == f"batch_id: {batch_id!r} is not a batch id (batch ids look like 'batch-1')"
 
 
 def test_get_dataset_of_an_unprepared_batch_is_not_found(dataprep) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.common.errors import field_violation
+from tests.conftest import MALFORMED_BATCH_IDS
 from tests.ingest.helpers import click, session_request
 
 
@@ -156,6 +157,18 @@ def test_meta_nested_deeper_than_the_limit_is_refused_and_one_at_the_limit_reads
     stored = ingest.GetSession(pb.GetSessionRequest(session_id="s2")).session
     assert stored.search_results[0].meta == request.search_results[0].meta
     assert ingest.GetBatch(pb.GetBatchRequest()).batch.session_count == 2
+
+
+@pytest.mark.parametrize("batch_id", MALFORMED_BATCH_IDS)
+def test_a_malformed_batch_id_is_invalid_argument_and_no_alias_of_a_batch(ingest, batch_id: str) -> None:
+    ingest.RegisterSession(session_request("s1"))
+    ingest.ReleaseBatch(pb.ReleaseBatchRequest(release_id="r1"))
+    for call in (lambda: ingest.GetBatch(pb.GetBatchRequest(batch_id=batch_id)),
+                 lambda: list(ingest.StreamBatchSessions(pb.StreamBatchSessionsRequest(batch_id=batch_id)))):
+        error = rpc_error(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, batch_id
+        assert field_violation(error).field == "batch_id"
+    assert ingest.GetBatch(pb.GetBatchRequest(batch_id="batch-1")).batch.session_count == 1
 
 
 def test_bad_events_are_refused_naming_the_field(ingest) -> None:

@@ -265,6 +265,32 @@ def test_a_bad_submission_is_invalid_argument_naming_the_field(registry, change,
     assert field_violation(raised.value).field == field
 
 
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda r: setattr(r, "run_id", "a" * 31 + "'"), "run_id"),
+    (lambda r: setattr(r, "run_id", "A" * 32), "run_id"),
+    (lambda r: setattr(r, "batch_id", "batch-01"), "batch_id"),
+    (lambda r: setattr(r, "batch_id", "batch-" + "9" * 30), "batch_id"),
+    (lambda r: setattr(r, "task_id", "*"), "task_id"),
+    (lambda r: setattr(r, "compared_version", "01"), "compared_version"),
+    (lambda r: setattr(r, "compared_version", "\u00b2"), "compared_version"),
+])
+def test_a_malformed_id_in_a_submission_is_invalid_argument_before_mlflow_is_asked(registry, change, field) -> None:
+    request = candidate("Some Plugin", "a" * 32, 0.6, "1", 0.5)
+    change(request)
+    with pytest.raises(grpc.RpcError) as raised:
+        registry.SubmitCandidate(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violation(raised.value).field == field
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "9" * 30, "01", "-1", "1 "])
+def test_malformed_iteration_ids_and_versions_are_invalid_argument(registry, number: str) -> None:
+    error = rpc_error(lambda: registry.GetIteration(pb.GetIterationRequest(iteration_id=number)))
+    assert (error.code(), field_violation(error).field) == (grpc.StatusCode.INVALID_ARGUMENT, "iteration_id")
+    error = rpc_error(lambda: download(registry, "Some Plugin", version=number))
+    assert (error.code(), field_violation(error).field) == (grpc.StatusCode.INVALID_ARGUMENT, "version")
+
+
 def test_a_run_of_another_plugin_or_the_initial_run_is_refused_as_the_candidate(registry, mlflow_client,
                                                                                 tiny_model_dir) -> None:
     plugin, other = new_plugin(), new_plugin()

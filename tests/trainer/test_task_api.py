@@ -147,6 +147,29 @@ def test_get_list_cancel_and_restart_refuse_what_cannot_be_done(
     assert page.tasks[0].task_id not in [t.task_id for t in rest.tasks]
 
 
+def test_malformed_ids_tokens_and_metadata_are_invalid_argument_naming_the_field(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub) -> None:
+    for task_id in ("*", ">", "a b", "a.b", "task/1", "t\n"):
+        for call, request in ((trainer_stub.GetTask, trainer_pb2.GetTaskRequest(task_id=task_id)),
+                              (trainer_stub.CancelTask, trainer_pb2.CancelTaskRequest(task_id=task_id)),
+                              (trainer_stub.RestartTask, trainer_pb2.RestartTaskRequest(task_id=task_id))):
+            error = refused(call, request)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, task_id
+            assert field_violation(error).field == "task_id"
+    for token in ("\u00b2", "-1", "01", "9" * 30):
+        error = refused(trainer_stub.ListTasks, trainer_pb2.ListTasksRequest(page_token=token))
+        assert (error.code(), field_violation(error).field) == (grpc.StatusCode.INVALID_ARGUMENT, "page_token")
+    for batch_id in ("batch-02", "batch-" + "9" * 30, "batch-1 "):
+        error = refused(trainer_stub.CreateTask, trainer_pb2.CreateTaskRequest(
+            fine_tuning_method=PLUGIN, idempotency_key=f"bad-batch-{batch_id}", batch_id=batch_id))
+        assert (error.code(), field_violation(error).field) == (grpc.StatusCode.INVALID_ARGUMENT, "batch_id")
+    metadata = struct_pb2.Struct()
+    metadata.update({"note": float("nan")})
+    error = refused(trainer_stub.CreateTask, trainer_pb2.CreateTaskRequest(
+        fine_tuning_method=PLUGIN, idempotency_key="nan-metadata", metadata=metadata))
+    assert (error.code(), field_violation(error).field) == (grpc.StatusCode.INVALID_ARGUMENT, "metadata")
+
+
 @pytest.mark.parametrize("value", [0, 2.5, "four", 5000])
 def test_a_trials_override_in_metadata_must_be_a_whole_number_in_range(
         stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub, value: object) -> None:

@@ -1,6 +1,7 @@
 """A JetStream durable pull consumer that every replica of a role binds to: each message goes to one
 replica, is acked only after its handler finished, is kept alive with in-progress acks while the
-handler works, and is redelivered (after a delay) when the handler fails or the replica dies.
+handler works, and is redelivered (after a growing delay) when the handler fails or the replica dies;
+with `max_deliver`, the handler's last failure goes to `on_exhausted`, which ends the work for good.
 
 Dataprep's and the trainer's work queues are both this."""
 
@@ -36,15 +37,25 @@ class DurablePullConsumer:
     Args:
         ack_wait_s: how long the server waits for an ack before redelivering; while the handler runs,
             an in-progress ack is sent every third of it, so long work is not redelivered.
-        retry_delay_s: how long a message whose handler raised waits before it is redelivered.
+        retry_delay_s: how long a message whose handler raised waits before its first redelivery; each
+            further failure doubles the wait, up to `max_retry_delay_s`.
         fetch_timeout_s: how long one fetch waits for work; a timeout only means "no work yet".
+        max_deliver: deliveries a message gets (0: no bound). When the handler fails on the last one,
+            `on_exhausted(msg, error)` runs and the message is acked: it must settle the work itself
+            (JetStream's own max_deliver would end delivery silently, so this bound is the consumer's;
+            the server's stays unbounded). If `on_exhausted` raises, the message is redelivered and it
+            runs again.
     """
 
     def __init__(self, connection: NatsConnection, durable: str, subject: str,
                  handler: Callable[[Msg], Awaitable[None]], ack_wait_s: float = 30.0, retry_delay_s: float = 2.0,
-                 fetch_timeout_s: float = 1.0) -> None:
-        if ack_wait_s <= 0 or retry_delay_s < 0 or fetch_timeout_s <= 0:
-            raise ValueError("ack_wait_s and fetch_timeout_s must be > 0 and retry_delay_s >= 0")
+                 fetch_timeout_s: float = 1.0, max_retry_delay_s: float = 60.0, max_deliver: int = 0,
+                 on_exhausted: Callable[[Msg, Exception], Awaitable[None]] | None = None) -> None:
+        if ack_wait_s <= 0 or retry_delay_s < 0 or fetch_timeout_s <= 0 or max_retry_delay_s < retry_delay_s:
+            raise ValueError("ack_wait_s and fetch_timeout_s must be > 0, retry_delay_s >= 0 and "
+                             "max_retry_delay_s >= retry_delay_s")
+        if max_deliver < 0 or (max_deliver and on_exhausted is None):
+            raise ValueError("max_deliver must be >= 0 (0: no bound), and a bound needs on_exhausted")
         self._connection = connection
         self._durable = durable
         self._subject = subject
@@ -52,6 +63,9 @@ class DurablePullConsumer:
         self._ack_wait_s = ack_wait_s
         self._retry_delay_s = retry_delay_s
         self._fetch_timeout_s = fetch_timeout_s
+        self._max_retry_delay_s = max_retry_delay_s
+        self._max_deliver = max_deliver
+        self._on_exhausted = on_exhausted
         self._task: asyncio.Task[None] | None = None
         self._log = log.bind(durable=durable, subject=subject)
 
@@ -117,12 +131,28 @@ class DurablePullConsumer:
             await message.nak(delay=later.delay_s)
             return
         except Exception as error:  # noqa: BLE001 - any failure means "try this message again later"
-            self._log.warning("message_failed", error=str(error) or type(error).__name__,
-                              delivered=message.metadata.num_delivered, retry_s=self._retry_delay_s)
-            await message.nak(delay=self._retry_delay_s)
+            delivered = message.metadata.num_delivered
+            if self._max_deliver and delivered >= self._max_deliver:
+                await self._exhausted(message, error)
+                return
+            retry_s = min(self._retry_delay_s * 2 ** (delivered - 1), self._max_retry_delay_s)
+            self._log.warning("message_failed", error=str(error) or type(error).__name__, delivered=delivered,
+                              retry_s=retry_s)
+            await message.nak(delay=retry_s)
             return
         finally:
             keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keep_alive
+        await message.ack()
+
+    async def _exhausted(self, message: Msg, error: Exception) -> None:
+        reason = str(error) or type(error).__name__
+        self._log.error("message_exhausted", error=reason, delivered=message.metadata.num_delivered)
+        try:
+            await self._on_exhausted(message, error)
+        except Exception as failure:  # noqa: BLE001 - not settled: deliver it again, and settle it then
+            self._log.warning("message_exhausted_unsettled", error=str(failure) or type(failure).__name__)
+            await message.nak(delay=self._max_retry_delay_s)
+            return
         await message.ack()

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     trainer_lease_s: float = Field(60.0, gt=0, description=(
         "Seconds a trainer replica's claim on a task outlives its last heartbeat; also how long NATS waits "
         "before redelivering a task whose replica died."))
+    dataprep_max_deliver: int = Field(20, ge=1, description=(
+        "Deliveries a dataset request gets (waits from 2 s doubling to 60 s between them, about 17 minutes "
+        "in all at 20) before dataprep fails the dataset with the last error."))
     shutdown_grace_s: float = Field(10.0, ge=0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
     log_level: str = "info"
     log_format: str = Field("json", pattern="^(json|console)$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from services.api.embedding_studio.v1 import clickstream_pb2_grpc, dataprep_pb2, dataprep_pb2_grpc
+from services.api.embedding_studio.v1 import clickstream_pb2_grpc, dataprep_pb2, dataprep_pb2_grpc, trainer_pb2_grpc
 from services.common.client import open_aio_channel
 from services.common.consumer import DurablePullConsumer
 from services.common.logging import get_logger
@@ -25,14 +25,17 @@ log = get_logger("dataprep")
 
 async def start(settings: Settings, limits: Limits, host: str, port: int) -> Callable[[], Awaitable[None]]:
     """Brings the service up and returns its shutdown: health, server (in-flight RPCs finish), consumer
-    (an unfinished request is redelivered), NATS drain, ingest channel."""
+    (an unfinished request is redelivered), NATS drain, ingest and trainer channels."""
     store = DatasetStore.open(settings.artifacts_uri)
     ingest_channel = open_aio_channel(settings.ingest_addr, settings, limits)
     nats = NatsConnection(settings.nats_url, name="es-dataprep")
     nats.start()
     maker = DatasetMaker(settings.plugins_path, store, clickstream_pb2_grpc.ClickstreamServiceStub(ingest_channel),
                          settings.ingest_addr, nats)
-    consumer = DurablePullConsumer(nats, DURABLE, DATAPREP_REQUESTED, DataprepWorker(maker))
+    trainer_channel = open_aio_channel(settings.trainer_addr, settings, limits)
+    worker = DataprepWorker(maker, trainer_pb2_grpc.TrainerServiceStub(trainer_channel), settings.trainer_addr)
+    consumer = DurablePullConsumer(nats, DURABLE, DATAPREP_REQUESTED, worker,
+                                   max_deliver=settings.dataprep_max_deliver, on_exhausted=worker.exhausted)
     consumer.start()
     grpc_host = GrpcHost(settings, limits)
     bound = await grpc_host.start(
@@ -49,6 +52,7 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
         await consumer.stop()
         await nats.close()
         await ingest_channel.close()
+        await trainer_channel.close()
         log.info("stopped", service=SERVICE_NAME)
 
     return shutdown

@@ -45,7 +45,9 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
     announcer = TaskAnnouncer(store, nats)
     announcer.start()
     worker = TrainerWorker(store, runner, announcer.wake, worker_id, lease_s=settings.trainer_lease_s)
-    consumer = DurablePullConsumer(nats, DURABLE, SUBJECTS, worker, ack_wait_s=settings.trainer_lease_s)
+    # A failed task message is retried every 2 s: the worker itself bounds what a task may cost.
+    consumer = DurablePullConsumer(nats, DURABLE, SUBJECTS, worker, ack_wait_s=settings.trainer_lease_s,
+                                   max_retry_delay_s=2.0)
     consumer.start()
     grpc_host = GrpcHost(settings, limits)
     servicer = TrainerServicer(store, runner, clickstream_pb2_grpc.ClickstreamServiceStub(ingest_channel),

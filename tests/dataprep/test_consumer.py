@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import nats
 import pytest
 
 from services.api.embedding_studio.v1 import dataprep_pb2 as pb
-from services.api.embedding_studio.v1 import events_pb2
+from services.api.embedding_studio.v1 import dataprep_pb2_grpc, events_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.consumer import DurablePullConsumer
 from services.common.nats import (
     DATAPREP_REQUESTED,
@@ -24,8 +25,9 @@ from services.common.nats import (
     stream_config,
 )
 from services.common.settings import Limits, Settings
+from tests.dataprep.conftest import PLUGINS
 from tests.dataprep.helpers import published, register_batch
-from tests.servers import InProcessService, NatsServer
+from tests.servers import InProcessService, NatsServer, ServiceProcess, free_port
 
 TEXT = "Text Test Method"
 
@@ -92,6 +94,16 @@ def test_unknown_and_failing_plugins_and_unknown_batches_are_announced_failed_wi
     assert all(d.status == pb.DATASET_STATUS_FAILED for d in failed.values())
 
 
+async def consumer_backlog(url: str) -> tuple[int, int]:
+    """Requests dataprep's consumer has not received, and received but not settled."""
+    client = await nats.connect(url)
+    try:
+        info = await client.jetstream().consumer_info(STREAM, "dataprep")
+    finally:
+        await client.close()
+    return info.num_pending, info.num_ack_pending
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -118,6 +130,55 @@ def test_a_request_interrupted_mid_work_is_finished_by_the_next_replica(
         (gate / "open").touch()
         dataset = ready_events(nats_server.url, 1)["task-g"]
     assert dataset.status == pb.DATASET_STATUS_READY and dataset.fine_tuning_method == "Gated Test Method"
+
+
+def test_a_request_that_keeps_failing_fails_its_dataset_with_the_last_error_after_max_deliver(
+        ingest, nats_server: NatsServer, dataprep_settings: Settings, items_file: Path) -> None:
+    from services.dataprep.main import start
+
+    register_batch(ingest)
+    # Ingest is unreachable: every delivery fails as UNAVAILABLE, which is worth retrying, but not forever.
+    settings = dataprep_settings.model_copy(update={"ingest_addr": f"127.0.0.1:{free_port()}",
+                                                    "dataprep_max_deliver": 3})
+    with InProcessService(lambda port: start(settings, Limits(), "127.0.0.1", port)):
+        request(nats_server.url, "task-doomed")
+        failed = failed_events(nats_server.url, 1)["task-doomed"]  # after waits of 2 s and 4 s
+        assert failed.status == pb.DATASET_STATUS_FAILED and failed.batch_id == "batch-1"
+        assert failed.error.startswith("gave up after 3 tries (ES_DATAPREP_MAX_DELIVER): ingest at ")
+        assert "UNAVAILABLE" in failed.error
+        time.sleep(3)  # nothing more: the request was settled, not left to JetStream
+        assert len(published(nats_server.url, DATASET_FAILED, 2, timeout=1)) == 1
+    assert asyncio.run(consumer_backlog(nats_server.url)) == (0, 0)
+
+
+def test_the_request_of_a_canceled_task_is_dropped_without_making_the_dataset(
+        ingest, ingest_server: InProcessService, nats_server: NatsServer, dataprep_settings: Settings,
+        items_file: Path, tmp_path: Path) -> None:
+    from services.dataprep.main import start
+
+    batch_id = register_batch(ingest)
+    env = {"ES_NATS_URL": nats_server.url, "ES_INGEST_ADDR": ingest_server.address, "ES_PLUGINS_PATH": str(PLUGINS),
+           "ES_STATE_DIR": str(tmp_path / "trainer-state"), "ES_ARTIFACTS_URI": dataprep_settings.artifacts_uri}
+    trainer = ServiceProcess("trainer", env, tmp_path / "trainer.log").start()
+    try:
+        with grpc.insecure_channel(trainer.address) as channel:
+            stub = trainer_pb2_grpc.TrainerServiceStub(channel)
+            task = stub.CreateTask(trainer_pb2.CreateTaskRequest(
+                fine_tuning_method=TEXT, batch_id=batch_id, idempotency_key="to-cancel"), timeout=60).task
+            stub.CancelTask(trainer_pb2.CancelTaskRequest(task_id=task.task_id), timeout=60)
+            # Only now does a dataprep replica come up and receive the task's request.
+            settings = dataprep_settings.model_copy(update={"trainer_addr": trainer.address})
+            with InProcessService(lambda port: start(settings, Limits(), "127.0.0.1", port)) as dataprep:
+                request(nats_server.url, "ghost-task")  # a task the trainer never had
+                assert not published(nats_server.url, DATASET_READY, 1, timeout=4)
+                assert not published(nats_server.url, DATASET_FAILED, 1, timeout=0.5)
+                with grpc.insecure_channel(dataprep.address) as dataprep_channel, pytest.raises(grpc.RpcError) as info:
+                    dataprep_pb2_grpc.DataPrepServiceStub(dataprep_channel).GetDataset(
+                        pb.GetDatasetRequest(fine_tuning_method=TEXT, batch_id=batch_id), timeout=30)
+                assert info.value.code() == grpc.StatusCode.NOT_FOUND  # never made
+                assert asyncio.run(consumer_backlog(nats_server.url)) == (0, 0)  # both settled: dropped
+    finally:
+        trainer.terminate()
 
 
 def test_long_work_is_kept_alive_by_in_progress_acks_and_not_redelivered(nats_server: NatsServer) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.api.embedding_studio.v1 import clickstream_pb2_grpc, dataprep_pb2_grpc, events_pb2
 from services.api.embedding_studio.v1 import dataprep_pb2 as pb
-from services.api.embedding_studio.v1 import dataprep_pb2_grpc, events_pb2
+from services.common.client import open_channel
 from services.common.nats import DATASET_FAILED, DATASET_READY
 from services.common.settings import Limits, Settings
 from services.fine_tuning.data import DatasetKey, DatasetStore, ItemStorageProducer, loading_dataset, prepare_data
@@ -133,6 +134,24 @@ def test_a_malformed_batch_id_is_invalid_argument_before_ingest_is_asked(ingest,
         error = rpc_error(call, request)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, batch_id
         assert error.details() == f"batch_id: {batch_id!r} is not a batch id (batch ids look like 'batch-1')"
+
+
+def test_an_ingest_answer_that_asking_again_cannot_change_fails_the_dataset_at_once(
+        ingest_settings: Settings, dataprep_settings: Settings, items_file: Path) -> None:
+    from services.dataprep.main import start as start_dataprep
+    from services.ingest.main import start as start_ingest
+
+    secured = ingest_settings.model_copy(update={"auth_token": "s3cret"})
+    with InProcessService(lambda port: start_ingest(secured, Limits(), "127.0.0.1", port)) as ingest_service:
+        with open_channel(ingest_service.address, secured) as channel:
+            batch_id = register_batch(clickstream_pb2_grpc.ClickstreamServiceStub(channel))
+        # Dataprep lacks the token: ingest answers UNAUTHENTICATED, which no retry will change.
+        settings = dataprep_settings.model_copy(update={"ingest_addr": ingest_service.address})
+        with InProcessService(lambda port: start_dataprep(settings, Limits(), "127.0.0.1", port)) as service, \
+                grpc.insecure_channel(service.address) as channel:
+            dataset = prepare(dataprep_pb2_grpc.DataPrepServiceStub(channel), batch_id=batch_id)
+    assert dataset.status == pb.DATASET_STATUS_FAILED
+    assert "UNAUTHENTICATED" in dataset.error and f"reading batch '{batch_id}'" in dataset.error
 
 
 def test_get_dataset_of_an_unprepared_batch_is_not_found(dataprep) -> None:

@@ -31,6 +31,11 @@ class RetryLater(Exception):
         self.delay_s = delay_s
 
 
+class LeaveUnsettled(Exception):
+    """Raised by a handler whose delivery is no longer its own to settle (another replica took the work
+    over): the message is neither acked nor nak'ed, so the owner's delivery stays the one that counts."""
+
+
 class DurablePullConsumer:
     """Runs `handler(msg)` for each message of `subject` through the durable consumer `durable`.
 
@@ -126,6 +131,9 @@ class DurablePullConsumer:
             with contextlib.suppress(Exception):
                 await asyncio.shield(message.nak())
             raise
+        except LeaveUnsettled as left:
+            self._log.info("message_left", reason=str(left))
+            return
         except RetryLater as later:
             self._log.info("message_deferred", reason=str(later), retry_s=later.delay_s)
             await message.nak(delay=later.delay_s)

@@ -42,7 +42,7 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
     nats = NatsConnection(settings.nats_url, name=f"es-trainer-{worker_id}")
     nats.start()
     store = TaskStore(nats)
-    announcer = TaskAnnouncer(store, nats)
+    announcer = TaskAnnouncer(store, nats, settings.trainer_lease_s)
     announcer.start()
     worker = TrainerWorker(store, runner, announcer.wake, worker_id, lease_s=settings.trainer_lease_s)
     # A failed task message is retried every 2 s: the worker itself bounds what a task may cost.

@@ -51,6 +51,8 @@ class TaskRecord:
     announced_attempt: int = 0
     changes: int = 1
     announced_changes: int = 0
+    # Re-queues (task.requeued) whose es.dataprep.dataset.ready went out.
+    announced_requeues: int = 0
     revision: int = field(default=0, compare=False)
 
     def to_bytes(self) -> bytes:
@@ -58,6 +60,7 @@ class TaskRecord:
             "task": json_format.MessageToDict(self.task, preserving_proto_field_name=True),
             "heartbeat": self.heartbeat, "announced_attempt": self.announced_attempt,
             "changes": self.changes, "announced_changes": self.announced_changes,
+            "announced_requeues": self.announced_requeues,
         }, sort_keys=True).encode()
 
     @classmethod
@@ -65,7 +68,7 @@ class TaskRecord:
         raw = json.loads(data)
         task = json_format.ParseDict(raw["task"], pb.Task())
         return cls(task, raw["heartbeat"], raw["announced_attempt"], raw["changes"], raw["announced_changes"],
-                   revision)
+                   raw.get("announced_requeues", 0), revision)
 
     @property
     def needs_dataprep_request(self) -> bool:
@@ -74,6 +77,16 @@ class TaskRecord:
     @property
     def needs_update_announcement(self) -> bool:
         return self.announced_changes < self.changes
+
+    @property
+    def needs_requeue_announcement(self) -> bool:
+        return self.task.status == pb.TASK_STATUS_PROCESSING and self.announced_requeues < self.task.requeued
+
+    def orphaned(self, now: float, lease_s: float) -> bool:
+        """Claimed, and its claim not renewed for two leases: its replica is gone, and so, by then, is
+        any redelivery of its message, which another replica would have claimed after one lease."""
+        return (self.task.status == pb.TASK_STATUS_PROCESSING and self.task.worker != ""
+                and now - self.heartbeat > 2 * lease_s)
 
     def set_status(self, status: pb.TaskStatus, stage: str) -> None:
         """A state change: announced on es.trainer.task.updated."""

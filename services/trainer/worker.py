@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 
 from services.api.embedding_studio.v1 import events_pb2
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
-from services.common.consumer import RetryLater
+from services.common.consumer import LeaveUnsettled, RetryLater
 from services.common.errors import NotFound
 from services.common.logging import get_logger
 from services.common.nats import DATASET_READY
@@ -36,6 +36,7 @@ log = get_logger("trainer.worker")
 
 DURABLE = "trainer"
 SUBJECTS = "es.dataprep.dataset.*"
+CLAIM_LOST = "claim lost"
 # How long a replica waits for its training thread to stop when the service shuts down.
 STOP_GRACE_S = 60.0
 
@@ -191,8 +192,14 @@ class TrainerWorker:
             await self._release(task.task_id)
             raise
         except TrainingCanceled:
-            bound.info("task_stopped", reason=why_stopped[0] if why_stopped else "stopped")
+            reason = why_stopped[0] if why_stopped else "stopped"
+            bound.info("task_stopped", reason=reason)
             await self._release(task.task_id)
+            if reason == CLAIM_LOST:
+                # Another replica owns the task now, and its delivery of this same message is the one
+                # that must stay: acking here would remove it, and the owner's death would then leave
+                # nothing to finish the task.
+                raise LeaveUnsettled(f"task {task.task_id} was taken over") from None
             return
         except Exception as error:
             if is_transient(error):
@@ -213,7 +220,7 @@ class TrainerWorker:
         def beat(record: TaskRecord) -> bool:
             task = record.task
             if task.status != pb.TASK_STATUS_PROCESSING or task.worker != self._worker_id:
-                why.append("canceled" if task.status == pb.TASK_STATUS_CANCELED else "claim lost")
+                why.append("canceled" if task.status == pb.TASK_STATUS_CANCELED else CLAIM_LOST)
                 stop.set()
                 return False
             before = task.progress.SerializeToString(deterministic=True)

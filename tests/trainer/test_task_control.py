@@ -1,17 +1,23 @@
 """Tasks under control and under failure: a cancel stops a running training within seconds and a restart
 reuses the finished runs; two trainer replicas share the queue, one task each; a trainer killed with
 SIGKILL in the middle of a trial loses the task to the other replica, which resumes the search from the
-runs MLflow recorded and completes it."""
+runs MLflow recorded and completes it; a paused owner that lost its claim leaves the message to the new
+owner; a processing task whose message is gone is re-queued."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import Iterator
 
 import grpc
+import nats
 import pytest
 
 from services.api.embedding_studio.v1 import clickstream_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
+from services.common.nats import DATASET_READY, STREAM
+from services.trainer.worker import DURABLE
 from tests.nats_reader import stream_messages
 from tests.servers import ServiceProcess
 from tests.trainer.conftest import Stack
@@ -125,3 +131,72 @@ def test_a_task_of_a_killed_trainer_is_resumed_by_the_other_and_completes(stack:
     assert [r.info.status for r in runs] == ["FINISHED", "FAILED", "FINISHED"]
     assert runs[0].info.run_id == first_run.info.run_id
     assert searched(runs[1]) == searched(runs[2])
+
+
+def trainer_backlog(url: str) -> tuple[int, int]:
+    """Messages the trainers' durable consumer has not received, and received but not settled."""
+    async def read() -> tuple[int, int]:
+        client = await nats.connect(url)
+        try:
+            info = await client.jetstream().consumer_info(STREAM, DURABLE)
+        finally:
+            await client.close()
+        return info.num_pending, info.num_ack_pending
+
+    return asyncio.run(read())
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_paused_owner_that_lost_its_claim_never_acks_the_work_of_the_replica_that_took_over(stack: Stack) -> None:
+    stack.knobs(epochs=LONG_TRIAL_EPOCHS, trials=2)
+    trainers = [stack.start_trainer("pause-a"), stack.start_trainer("pause-b")]
+    batch = released_batch(stack, "pause", seed=5)
+    task = stack.create_task("pause-1", batch_id=batch)
+    with grpc.insecure_channel(trainers[0].address) as channel:
+        wait_for_training(trainer_pb2_grpc.TrainerServiceStub(channel), task.task_id, trial=1)
+    paused = next(t for t in trainers if claimed_by(t, task.task_id))
+    taker = next(t for t in trainers if t is not paused)
+    paused.process.send_signal(signal.SIGSTOP)  # past the lease: the other replica takes the task over
+    try:
+        wait_until(lambda: claimed_by(taker, task.task_id))
+    finally:
+        paused.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: '"message_left"' in paused.log())  # it saw the claim lost, and left the message
+    assert trainer_backlog(stack.nats_url)[1] >= 1  # still the new owner's to settle (acked, it would be 0)
+    stack.knobs(epochs=1, trials=2)
+    taker.kill()  # the owner dies: its message must come back, and the task must finish
+    with grpc.insecure_channel(paused.address) as channel:
+        done = watch_until_done(trainer_pb2_grpc.TrainerServiceStub(channel), task.task_id)[-1]
+    assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
+
+
+def test_a_processing_task_whose_message_is_gone_is_requeued_and_finished(stack: Stack) -> None:
+    stack.knobs(epochs=LONG_TRIAL_EPOCHS, trials=1)
+    owner = stack.start_trainer("orphan-a")
+    batch = released_batch(stack, "orphan", seed=6)
+    task = stack.create_task("orphan-1", batch_id=batch)
+    with grpc.insecure_channel(owner.address) as channel:
+        wait_for_training(trainer_pb2_grpc.TrainerServiceStub(channel), task.task_id, trial=1)
+    owner.kill()
+
+    async def lose_the_message() -> None:  # what a stale ack, or an operator's purge, leaves behind
+        client = await nats.connect(stack.nats_url)
+        try:
+            await client.jetstream().purge_stream(STREAM, subject=DATASET_READY)
+        finally:
+            await client.close()
+
+    asyncio.run(lose_the_message())
+    stack.knobs(epochs=1, trials=1)
+    survivor = stack.start_trainer("orphan-b")
+    with grpc.insecure_channel(survivor.address) as channel:
+        done = watch_until_done(trainer_pb2_grpc.TrainerServiceStub(channel), task.task_id)[-1]
+    assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
+    assert done.requeued == 1
+    assert '"task_requeued"' in survivor.log() and claimed_by(survivor, task.task_id)

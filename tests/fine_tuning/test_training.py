@@ -32,7 +32,7 @@ from services.fine_tuning.training import (
 from services.fine_tuning.training.catalog import CatalogPairs
 from services.fine_tuning.training.click_model import PositionClickModel, position_weight
 from services.fine_tuning.training.examples import make_click_examples, make_judged_examples
-from services.fine_tuning.training.loop import train_run
+from services.fine_tuning.training.loop import TrainingCanceled, train_run
 from services.fine_tuning.training.settings import FineTuningParams
 from tests.fine_tuning.helpers import small_batch
 from tests.servers import REPO_ROOT
@@ -117,6 +117,41 @@ def test_failed_trials_are_recorded_as_failed_with_the_reason(minilm: TextToText
     runs = client.search_runs([experiment.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
     assert all("freezing every layer trains nothing" in r.data.tags["es.error"] for r in runs)
+
+
+def test_a_search_stopped_mid_trial_resumes_with_the_trials_an_uninterrupted_one_makes(
+        minilm: TextToTextModel, tmp_path: Path, tracking_uri: str) -> None:
+    batch = small_batch(minilm, tmp_path / "data", sessions=200)
+    manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10")
+    space = {**SPACE, "num_fixed_layers": [5], "items_lr": [1e-4, 5e-5, 2e-5], "items_weight_decay": [0.0, 0.01]}
+
+    def finished(task_id: str) -> list[tuple[str, str]]:
+        client = MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name("iteration / Small Test Plugin / batch-resume")
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`es.task_id` = '{task_id}'",
+                                  order_by=["attributes.start_time ASC"])
+        return [(r.info.status, r.data.params["items_lr"] + "/" + r.data.params["items_weight_decay"]) for r in runs]
+
+    with iteration_scope(META, batch_id="batch-resume", task_id="straight"):
+        builder_for(batch, manager, space, evals=3, epochs=1).run(minilm)
+    straight = finished("straight")
+    assert [status for status, _ in straight] == ["FINISHED"] * 3
+    assert len({params for _, params in straight}) == 3  # never the same set twice
+
+    stop = {"now": False}
+
+    def stop_in_trial_two(progress) -> None:
+        stop["now"] = stop["now"] or (progress.trial == 2 and progress.progress is not None)
+
+    with iteration_scope(META, batch_id="batch-resume", task_id="stopped"), pytest.raises(TrainingCanceled):
+        builder_for(batch, manager, space, evals=3, epochs=1).run(minilm, on_progress=stop_in_trial_two,
+                                                                  should_stop=lambda: stop["now"])
+    with iteration_scope(META, batch_id="batch-resume", task_id="stopped"):
+        builder_for(batch, manager, space, evals=3, epochs=1).run(minilm)
+    resumed = finished("stopped")
+    assert [status for status, _ in resumed] == ["FINISHED", "KILLED", "FINISHED", "FINISHED"]
+    assert [params for status, params in resumed if status == "FINISHED"] == [params for _, params in straight]
+    assert resumed[1][1] == straight[1][1]  # the stopped trial is the one trained again
 
 
 def default_recipe() -> tuple[FineTuningSettings, FineTuningParams]:

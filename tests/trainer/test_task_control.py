@@ -127,8 +127,8 @@ def test_a_task_of_a_killed_trainer_is_resumed_by_the_other_and_completes(stack:
     assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
     assert claimed_by(survivor, task.task_id)
     runs = iteration_runs(stack, batch, task.task_id)
-    # The killed run is recorded as failed and its parameters tried again; the finished one is not retrained.
-    assert [r.info.status for r in runs] == ["FINISHED", "FAILED", "FINISHED"]
+    # The killed run is recorded as killed and its parameters tried again; the finished one is not retrained.
+    assert [r.info.status for r in runs] == ["FINISHED", "KILLED", "FINISHED"]
     assert runs[0].info.run_id == first_run.info.run_id
     assert searched(runs[1]) == searched(runs[2])
 

@@ -1,9 +1,12 @@
 """`FineTuningBuilder` (the seed's name): one fine-tuning iteration of a plugin on one batch — a seeded
 TPE search (Optuna) over the plugin's parameter space, one MLflow run per parameter set, each run's best
 checkpoint saved. A failed trial is recorded as failed (never as a neutral score); a search interrupted
-anywhere continues from the runs MLflow already holds (finished runs are not trained again; a run
-left RUNNING by a dead trainer is marked failed and its parameters tried again). Later iterations of a
-plugin try the best parameter sets of its earlier iterations first."""
+anywhere continues from the runs MLflow already holds: finished runs are not trained again, a run that
+was stopped (canceled, or left RUNNING by a dead trainer, which is then marked KILLED) is trained again
+with its parameters, and every later draw is the one a search without the interruption would have
+made (each draw's sampler is seeded by its place in the search, not by how many processes ran it). A
+parameter set is trained at most once per iteration. Later iterations of a plugin try the best
+parameter sets of its earlier iterations first."""
 
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # A search that keeps failing stops after this many attempts per wanted trial.
 MAX_ATTEMPTS_PER_TRIAL = 2
+# Draws one trial may take to find a parameter set the search has not finished yet.
+MAX_DRAWS_PER_TRIAL = 32
 
 
 def params_key(params: dict[str, Any]) -> str:
@@ -77,9 +82,18 @@ class _Search:
     study: optuna.Study
     distributions: dict[str, optuna.distributions.CategoricalDistribution]
     finished: list[TrialRecord]
+    # Trials that failed since the last one finished: they move the next draw on.
+    failures: int = 0
     results: list[RunResult] = field(default_factory=list)
     best: _BestInMemory | None = None
     attempts: int = 0
+    exhausted: bool = False  # every parameter set of the space has finished
+
+    def sampler(self, seed: int, draw: int) -> optuna.samplers.TPESampler:
+        """The sampler of one draw, seeded by where the draw stands in the search, so that a resumed
+        search draws what an uninterrupted one would have."""
+        place = f"{seed}:{len(self.finished)}:{self.failures}:{draw}".encode()
+        return optuna.samplers.TPESampler(seed=int(hashlib.sha256(place).hexdigest()[:8], 16))
 
 
 @dataclass
@@ -192,7 +206,7 @@ class FineTuningBuilder:
                        and start_model.matches_sentence_transformers(first_items)),
             on_progress=on_progress, should_stop=should_stop)
         search = self._resume_search(previous_best)
-        while (len(search.finished) < self.initial_max_evals
+        while (len(search.finished) < self.initial_max_evals and not search.exhausted
                and search.attempts < MAX_ATTEMPTS_PER_TRIAL * self.initial_max_evals):
             search.attempts += 1
             self._run_trial(search, context)
@@ -202,49 +216,69 @@ class FineTuningBuilder:
         return self._chosen(search, start_model)
 
     def _resume_search(self, previous_best: Sequence[dict[str, Any]]) -> _Search:
-        """A seeded TPE study that knows every run MLflow holds for this iteration: finished runs with
-        their values; failed, killed and dead (still RUNNING) runs as failed, queued to try again unless
-        the same parameters finished; then the earlier iterations' best parameter sets, queued. A fresh
-        search with none of these starts from the first value of every choice (the plugin's default
-        point), so that a one-trial search trains what the plugin lists first."""
+        """A TPE study that knows every run MLflow holds for this iteration, in the order they ran:
+        finished runs with their values; failed runs as failed (they count towards the next draw);
+        stopped runs (killed, or still RUNNING because their trainer died: marked KILLED now) as failed
+        and queued to train again unless the same parameters finished; then the earlier iterations' best
+        parameter sets, queued. A fresh search with none of these starts from the first value of every
+        choice (the plugin's default point), so that a one-trial search trains what the plugin lists
+        first."""
         manager = self.experiments_manager
         distributions = self._distributions()
-        study = optuna.create_study(direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=self.fine_tuning_settings.seed))
+        study = optuna.create_study(direction="maximize")
         records = manager.trials()
-        finished = [r for r in records if r.status == "FINISHED" and r.value is not None]
+        search = _Search(study, distributions, [])
         for record in records:
             params = _typed(record.params, distributions)
             if len(params) != len(distributions):
                 continue
-            if record in finished:
+            if record.status == "FINISHED" and record.value is not None:
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                           value=record.value))
+                search.finished.append(record)
+                search.failures = 0
                 continue
-            if record.status == "RUNNING":  # its trainer died mid-run
-                manager.finish_run(record.run_id, "FAILED")
             study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                                       state=optuna.trial.TrialState.FAIL))
-            if not any(f.params_key == record.params_key for f in finished):
+            if record.status == "FAILED":
+                search.failures += 1
+                continue
+            if record.status == "RUNNING":  # its trainer died mid-run
+                manager.finish_run(record.run_id, "KILLED")
+            if not any(f.params_key == record.params_key for f in records if f.status == "FINISHED"):
                 study.enqueue_trial(params, skip_if_exists=False)
         for params in previous_best:
             study.enqueue_trial(_typed(params, distributions))
         if not records and not previous_best:  # a fresh search tries the plugin's first choices first
             study.enqueue_trial({name: d.choices[0] for name, d in distributions.items()})
-        return _Search(study, distributions, finished)
+        return search
+
+    def _draw(self, search: _Search) -> tuple[optuna.trial.Trial, FineTuningParams, str] | None:
+        """The next parameter set the search has not finished (a queued one first), or None when the
+        draws find none (the space is used up). A finished set drawn again is not trained twice: it is
+        told failed, so that it weighs on nothing, and the next draw is made."""
+        study = search.study
+        for draw in range(MAX_DRAWS_PER_TRIAL):
+            study.sampler = search.sampler(self.fine_tuning_settings.seed, draw)
+            trial = study.ask(search.distributions)
+            params = FineTuningParams(**{k: _decode(k, v) for k, v in trial.params.items()})
+            key = params_key(params.config())
+            if not any(r.params_key == key for r in search.finished):
+                return trial, params, key
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return None
 
     def _run_trial(self, search: _Search, context: _TrialContext) -> None:
         """Asks the study for a parameter set and trains one run of it, recorded in MLflow as finished
         (with its model and best metrics), failed (with the reason; the search goes on) or killed (a
-        cancel, raised on). A set that already finished is told its value again and not trained twice."""
+        cancel, raised on)."""
         manager, settings = self.experiments_manager, self.fine_tuning_settings
-        trial = search.study.ask(search.distributions)
-        params = FineTuningParams(**{k: _decode(k, v) for k, v in trial.params.items()})
-        key = params_key(params.config())
-        done = next((r for r in search.finished if r.params_key == key), None)
-        if done is not None:  # TPE's random start-up can draw a finished set again from a small space
-            search.study.tell(trial, done.value)
+        drawn = self._draw(search)
+        if drawn is None:
+            log.info("search_exhausted", finished=len(search.finished))
+            search.exhausted = True
             return
+        trial, params, key = drawn
         run_id = manager.start_run(params.config(), key, settings.config())
         number = len(search.finished) + 1  # finished holds the runs of earlier processes and of this one
         context.on_progress(TrialProgress(number, self.initial_max_evals))
@@ -275,10 +309,12 @@ class FineTuningBuilder:
             log.warning("trial_failed", run_id=run_id, error=str(error) or type(error).__name__)
             manager.finish_run(run_id, "FAILED", tags={"es.error": (str(error) or type(error).__name__)[:5000]})
             search.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            search.failures += 1
             return
         search.study.tell(trial, value)
         search.results.append(result)
         search.finished.append(TrialRecord(run_id, key, params.config(), "FINISHED", value))
+        search.failures = 0
         log.info("trial_finished", run_id=run_id, value=value, params=params.config())
         if value >= max(r.value for r in search.finished if r.value is not None):
             search.best = _BestInMemory(run_id, model, result.best, result.initial)  # only the best stays in memory

@@ -7,10 +7,12 @@ quality report printed."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from services.common.mlflow_models import TAG_SHA256
@@ -18,7 +20,9 @@ from services.evaluation.datasets import EvalDataset, bbc_news
 from tests.servers import REPO_ROOT, VENV_BIN
 
 
-def test_the_demo_runs_every_service_and_reports_quality_before_and_after(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token", ["", "demo-s3cret"], ids=["open", "with-ES_AUTH_TOKEN"])
+def test_the_demo_runs_every_service_and_reports_quality_before_and_after(tmp_path: Path, token: str) -> None:
+    """With ES_AUTH_TOKEN set, every call between the services (unary and streaming) carries it."""
     corpus = bbc_news()
     step = len(corpus.items) // 150
     items, queries = EvalDataset(corpus.items[::step][:150], corpus.queries[::step][:150]).write(tmp_path / "data")
@@ -26,7 +30,7 @@ def test_the_demo_runs_every_service_and_reports_quality_before_and_after(tmp_pa
     done = subprocess.run(
         [str(VENV_BIN / "es"), "demo", "--items", str(items), "--queries", str(queries), "--sessions", "300",
          "--trials", "1", "--state-dir", str(state), "--json"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "ES_AUTH_TOKEN": token})
     assert done.returncode == 0, done.stderr[-5000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert "nDCG@10" in done.stdout and "MRR@10" in done.stdout and "recall@100" in done.stdout

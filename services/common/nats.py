@@ -11,8 +11,9 @@ from datetime import timedelta
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from services.common.errors import Unavailable
 from services.common.logging import get_logger
@@ -40,6 +41,15 @@ def stream_config() -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW.total_seconds(),
     )
+
+
+async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The key-value bucket, created on first use: history 1 (only the current value matters) on file
+    storage (it survives a NATS restart)."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE))
 
 
 class NatsConnection:

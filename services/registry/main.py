@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc
+from services.common.lease_lock import LeaseLock
 from services.common.logging import get_logger
 from services.common.mlflow_models import apply_mlflow_client_defaults
 from services.common.nats import NatsConnection
@@ -32,7 +33,7 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
     announcer = PromotionAnnouncer(store, nats)
     announcer.start()
     grpc_host = GrpcHost(settings, limits)
-    servicer = RegistryServicer(store, limits, on_promoted=announcer.wake)
+    servicer = RegistryServicer(store, limits, on_promoted=announcer.wake, lock=LeaseLock(nats))
     bound = await grpc_host.start(
         [Registration(registry_pb2_grpc.add_RegistryServiceServicer_to_server, servicer, SERVICE_NAME)], host, port)
     log.info("serving", service=SERVICE_NAME, host=host, port=bound, mlflow=settings.mlflow_tracking_uri,

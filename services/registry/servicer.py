@@ -19,12 +19,16 @@ from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.ids import check_id, check_run_id, check_token, parse_batch_id, parse_number
+from services.common.lease_lock import LeaseLock, LockUnavailable
+from services.common.logging import get_logger
 from services.common.settings import Limits
 from services.registry.store import ModelStore, is_missing
 
 T = TypeVar("T")
 
 CHUNK_BYTES = 1024 * 1024
+
+log = get_logger("registry")
 
 
 def _version_number(field: str, value: str) -> None:
@@ -57,10 +61,11 @@ def _check_scores(field: str, scores: pb.HeldOutScores, present: bool) -> None:
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, store: ModelStore, limits: Limits, on_promoted: Callable[[], None]) -> None:
+    def __init__(self, store: ModelStore, limits: Limits, on_promoted: Callable[[], None], lock: LeaseLock) -> None:
         self._store = store
         self._limits = limits
         self._on_promoted = on_promoted
+        self._lock = lock
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         try:
@@ -128,7 +133,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             raise InvalidArgument("compared_scores.sessions", (
                 f"is {request.compared_scores.sessions} but candidate_scores.sessions is "
                 f"{request.candidate_scores.sessions}: both must be scored on the same held-out sessions"))
-        submitted = await self._run(self._store.submit, request)
+        # The check of the best version and the move of its alias happen under a lock that every
+        # registry replica shares, so that of two winners against one best exactly one is promoted.
+        # While NATS is down the lock cannot be had, and this replica serializes only its own.
+        try:
+            async with self._lock.held(f"champion:{request.fine_tuning_method}"):
+                submitted = await self._run(self._store.submit, request)
+        except LockUnavailable as error:
+            log.warning("submit_without_shared_lock", error=error.message)
+            submitted = await self._run(self._store.submit, request)
         if submitted.promoted:
             self._on_promoted()
         return pb.SubmitCandidateResponse(version=submitted.version, promoted=submitted.promoted,

@@ -5,7 +5,9 @@ tags. Every method blocks (MLflow's client); the servicer runs them in worker th
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,9 @@ TAG_ANNOUNCED = "es.announced"
 TRUE = "true"
 
 _PAGE = 1000
+# For the tests of replicas racing: seconds a promoting submission waits between its check of the best
+# version and its move of the alias (0: none). Never set in production.
+_HOLD_BEFORE_MOVE_S = float(os.environ.get("ES_TEST_HOLD_BEFORE_MOVE_S", "0"))
 
 
 def is_missing(error: MlflowException) -> bool:
@@ -129,8 +134,9 @@ class ModelStore:
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        # MLflow has no compare-and-set for aliases: the registry serializes its own writes (it is the
-        # only writer of the best alias). Reentrant: a submission registers the initial model if needed.
+        # MLflow has no compare-and-set for aliases: the registry is the only writer of the best alias,
+        # and its replicas serialize submissions with a lock they share (the servicer's LeaseLock); this
+        # one orders this process's threads. Reentrant: a submission registers the initial model if needed.
         self._write_lock = threading.RLock()
 
     # Lookups -----------------------------------------------------------------------------------
@@ -356,6 +362,8 @@ class ModelStore:
                     self._client.set_model_version_tag(name, _number(existing), key, value)
                 candidate = existing
             promoted = request.candidate_scores.ndcg_at_10 > request.compared_scores.ndcg_at_10
+            if promoted and _HOLD_BEFORE_MOVE_S:
+                time.sleep(_HOLD_BEFORE_MOVE_S)
             if promoted:
                 self._client.set_registered_model_alias(name, BEST_ALIAS, _number(candidate))
                 best = _number(candidate)

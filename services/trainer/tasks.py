@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 
 from google.protobuf import json_format
 from nats.errors import Error as NatsError
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
 from services.common.errors import NotFound, Unavailable
-from services.common.nats import NatsConnection
+from services.common.nats import NatsConnection, open_bucket
 
 BUCKET = "es_trainer_tasks"
 # A task's metadata key that overrides the plugin's number of trials for that task.
@@ -108,13 +107,7 @@ class TaskStore:
 
     async def _store(self) -> KeyValue:
         if self._kv is None:
-            js = self._nats.jetstream  # UNAVAILABLE while NATS is not connected
-            try:
-                self._kv = await js.key_value(self._bucket)
-            except BucketNotFoundError:
-                # history 1: only the current record matters; file storage: tasks survive a NATS restart.
-                self._kv = await js.create_key_value(KeyValueConfig(bucket=self._bucket, history=1,
-                                                                    storage=StorageType.FILE))
+            self._kv = await open_bucket(self._nats.jetstream, self._bucket)  # UNAVAILABLE while NATS is down
         return self._kv
 
     async def _call(self, operation: Callable[[KeyValue], object]) -> object:

@@ -1,9 +1,12 @@
 """The registry through outages: MLflow down is UNAVAILABLE naming it and heals by itself; a promotion
 made while NATS is down is announced exactly once when NATS is back, also after a restart of the
-registry (`es serve registry` as a real process)."""
+registry (`es serve registry` as a real process); two replicas racing two winners against one best
+promote exactly one."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -72,3 +75,39 @@ def test_promotions_made_while_nats_is_down_are_announced_once_when_it_is_back_a
             assert restarted.terminate() == 0, restarted.log()
     finally:
         nats.stop()
+
+
+def test_two_registry_replicas_racing_two_winners_against_one_best_promote_exactly_one(
+        tmp_path: Path, mlflow_server, mlflow_client, tiny_model_dir) -> None:
+    nats = NatsServer(tmp_path / "nats").start()
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    runs = [log_trial(mlflow_client, plugin, "batch-1", f"task-{n}", tiny_model_dir) for n in range(2)]
+    # Each replica holds a promoting submission 3 s between its check of the best and its move of the
+    # alias: without a lock both replicas share, both would check "version 1 is best" and both move.
+    env = {"ES_MLFLOW_TRACKING_URI": mlflow_server.url, "ES_NATS_URL": nats.url, "ES_TEST_HOLD_BEFORE_MOVE_S": "3",
+           "ES_STATE_DIR": str(tmp_path / "state")}
+    replicas = [ServiceProcess("registry", env, tmp_path / f"registry-{n}.log").start() for n in range(2)]
+    try:
+        def submit(n: int) -> pb.SubmitCandidateResponse | grpc.RpcError:
+            time.sleep(n * 0.5)  # the second arrives while the first is held
+            with grpc.insecure_channel(replicas[n].address) as channel:
+                try:
+                    return registry_pb2_grpc.RegistryServiceStub(channel).SubmitCandidate(
+                        candidate(plugin, runs[n], 0.6 + n / 10, "1", 0.5), timeout=60)
+                except grpc.RpcError as error:
+                    return error
+
+        with ThreadPoolExecutor(2) as pool:
+            first, second = pool.map(submit, range(2))
+        with grpc.insecure_channel(replicas[0].address) as channel:
+            best = registry_pb2_grpc.RegistryServiceStub(channel).GetBestModel(
+                pb.GetBestModelRequest(fine_tuning_method=plugin), timeout=30).model
+    finally:
+        for replica in replicas:
+            replica.terminate()
+        nats.stop()
+    assert isinstance(first, pb.SubmitCandidateResponse) and first.promoted
+    assert isinstance(second, grpc.RpcError) and second.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no longer the best" in second.details()
+    assert best.version == first.version.version and best.run_id == runs[0]

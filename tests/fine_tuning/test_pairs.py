@@ -1,5 +1,6 @@
 """What becomes a training pair: a click against the results the user skipped above it (never a
-clicked result, never one below the click, at most the configured number), and the catalog's own pairs,
+clicked result, never one below the click, at most the configured number) and, when asked, the ones
+right below it up to the next click, and the catalog's own pairs,
 made from item text alone (never from a query), in any language or layout."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import random
 import pytest
 
 from services.fine_tuning.training.catalog import CatalogPairs
-from services.fine_tuning.training.examples import make_click_examples, skip_above
+from services.fine_tuning.training.examples import make_click_examples, skip_above, skip_next
 from tests.fine_tuning.test_evaluation import session
 
 SHOWN = [f"i{k}" for k in range(1, 9)]
@@ -22,6 +23,24 @@ def test_skip_above_takes_unclicked_results_above_the_click_nearest_first_and_at
     assert skip_above(clicked, 3, limit=3) == ["i2", "i1"]
     assert skip_above(clicked, 1, limit=3) == []  # a top click skipped nothing
     assert skip_above(clicked, 6, limit=0) == []
+
+
+def test_skip_next_takes_unclicked_results_right_below_the_click_up_to_the_next_click() -> None:
+    clicked = session("s", "q", SHOWN, {"i3", "i6"})
+    assert skip_next(clicked, 3, limit=1) == ["i4"]
+    assert skip_next(clicked, 3, limit=5) == ["i4", "i5"]  # never past the next click (i6)
+    assert skip_next(clicked, 6, limit=5) == ["i7", "i8"]
+    assert skip_next(clicked, 6, limit=0) == []
+    assert skip_next(session("s", "q", SHOWN, {"i8"}), 8, limit=3) == []  # nothing shown below the last
+
+
+def test_below_negatives_add_the_next_unclicked_results_after_the_skipped_ones_above() -> None:
+    sessions = [session("s1", "q1", SHOWN, {"i1", "i5"})]
+    examples = make_click_examples(sessions, lambda q: q.text, 3, lambda _position: 1.0, 1.0, seed=0,
+                                   below_negatives=2)
+    by_item = {e.positive: e for e in examples}
+    assert set(by_item["i1"].hard_negatives) == {"i2", "i3"}  # a top click gets negatives from below
+    assert set(by_item["i5"].hard_negatives) == {"i4", "i3", "i2", "i6", "i7"}
 
 
 def test_each_click_is_a_pair_whose_hard_negatives_are_its_own_skip_above_results() -> None:

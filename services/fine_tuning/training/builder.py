@@ -349,12 +349,13 @@ class FineTuningBuilder:
         settings, data = self.fine_tuning_settings, self.ranking_data
         if settings.click_weighting == "posterior":
             examples = make_judged_examples(data.train, self.query_retriever, settings.hard_negatives,
-                                            click_model, params.negative_downsampling, settings.seed)
+                                            click_model, params.negative_downsampling, settings.seed,
+                                            settings.below_negatives)
         else:
             examples = make_click_examples(
                 data.train, self.query_retriever, settings.hard_negatives,
                 position_weight(settings.click_weighting, click_model, settings.max_click_weight),
-                params.negative_downsampling, settings.seed)
+                params.negative_downsampling, settings.seed, settings.below_negatives)
         if settings.catalog is not None and examples:
             queries = [self.query_retriever(s.query) for s in data.train]
             examples += settings.catalog.examples(data.items, queries, len(examples), settings.seed)

@@ -1,5 +1,6 @@
 """Training pairs from clicks, each with the query, the clicked item, the results the user skipped above
-the click as hard negatives (`skip_above`) and a weight, in one of two ways
+the click (`skip_above`) and, optionally, the ones right below it (`skip_next`) as hard negatives, and
+a weight, in one of two ways
 (`FineTuningSettings.click_weighting`):
 
 - `make_judged_examples` ("posterior"): one example per query and clicked item, weighted by the click
@@ -40,16 +41,33 @@ def skip_above(session: Any, position: int, limit: int) -> list[str]:
     return [r.item_id for r in above[:limit]]
 
 
+def skip_next(session: Any, position: int, limit: int) -> list[str]:
+    """The results right below `position` that the session did not click, nearest first, at most
+    `limit`, and none past the next click: a user who clicked at `position` most likely saw the next
+    result and did not take it ("click > no-click next", Joachims et al., SIGIR 2005). Weaker evidence
+    than a skip above (the user may have stopped reading at the click), so it is asked for apart."""
+    later_clicks = [r.position for r in session.results if r.is_click and r.position > position]
+    stop = min(later_clicks, default=None)
+    below = sorted((r for r in session.results
+                    if r.position > position and (stop is None or r.position < stop) and not r.is_click),
+                   key=lambda r: r.position)
+    return [r.item_id for r in below[:limit]]
+
+
+def _negatives(session: Any, position: int, above: int, below: int) -> list[str]:
+    return skip_above(session, position, above) + (skip_next(session, position, below) if below else [])
+
+
 def _downsampled(rng: random.Random, negatives: list[str], share: float) -> list[str]:
     """`share` of `negatives` (at least one of a non-empty list), sampled without replacement."""
     return rng.sample(negatives, max(1, round(len(negatives) * share))) if negatives else []
 
 
 def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
-                        position_weight: Callable[[int], float], negative_downsampling: float, seed: int
-                        ) -> list[ClickExample]:
-    """A click's hard negatives are its `skip_above` results (at most `hard_negatives`), of which
-    `negative_downsampling` keeps that share."""
+                        position_weight: Callable[[int], float], negative_downsampling: float, seed: int,
+                        below_negatives: int = 0) -> list[ClickExample]:
+    """A click's hard negatives are its `skip_above` results (at most `hard_negatives`) and its
+    `skip_next` ones (at most `below_negatives`), of which `negative_downsampling` keeps that share."""
     rng = random.Random(seed)
     examples = []
     for session in sessions:
@@ -61,8 +79,8 @@ def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any]
         related = frozenset(r.item_id for r in clicked)
         query = retriever(session.query)
         for result in clicked:
-            negatives = tuple(_downsampled(rng, skip_above(session, result.position, hard_negatives),
-                                           negative_downsampling))
+            negatives = tuple(_downsampled(
+                rng, _negatives(session, result.position, hard_negatives, below_negatives), negative_downsampling))
             weight = result.event_weight * position_weight(result.position)
             if weight > 0:
                 examples.append(ClickExample(query, result.item_id, negatives, related, weight))
@@ -78,14 +96,14 @@ class _Judged:
 
 
 def make_judged_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
-                         click_model: PositionClickModel, negative_downsampling: float, seed: int
-                         ) -> list[ClickExample]:
+                         click_model: PositionClickModel, negative_downsampling: float, seed: int,
+                         below_negatives: int = 0) -> list[ClickExample]:
     """One example per query and item clicked for it in `sessions`, weighted by
     `click_model.relevance_posterior` over every showing of the item for the query times its clicks' mean
     event weight. Sessions count as one query when the retriever gives equal (hashable) queries. Every
     session's results count as showings; a session marked irrelevant counts its clicks as skips (the
-    user's mark wins). Hard negatives come from the `skip_above` results of the query's clicks; the
-    items clicked for the query are never its negatives."""
+    user's mark wins). Hard negatives come from the `skip_above` (and `skip_next`) results of the
+    query's clicks; the items clicked for the query are never its negatives."""
     rng = random.Random(seed)
     judged: dict[Hashable, _Judged] = {}
     for number, session in enumerate(sessions):
@@ -102,7 +120,7 @@ def make_judged_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any
             entry.impressions.setdefault(result.item_id, []).append((result.position, click))
             if click:
                 entry.event_weights.setdefault(result.item_id, []).append(result.event_weight)
-                entry.skipped.extend(skip_above(session, result.position, hard_negatives))
+                entry.skipped.extend(_negatives(session, result.position, hard_negatives, below_negatives))
     examples = []
     for entry in judged.values():
         if not entry.event_weights:

@@ -38,6 +38,9 @@ class FineTuningSettings:
         hard_negatives: at most this many results skipped above a click (shown above it and not
             clicked, nearest first: `examples.skip_above`) are its hard negatives, extra candidates
             of the batch (>= 0; 0 = in-batch negatives only).
+        below_negatives: at most this many results right below a click (not clicked, before the next
+            click: `examples.skip_next`) are its hard negatives too (>= 0; default 0). A top click has
+            no result above it; this gives it some.
         examination_eta: exponent of the users' examination model, P(examined at position k) = (1/k)^eta.
             The batch's click model (`click_model.py`) is fitted with it: the held-out metrics read
             clicks through it (inverse propensity plus the noise rate), and so do training weights.
@@ -75,6 +78,7 @@ class FineTuningSettings:
     max_seq_length: int | None = 128
     early_stopping_patience: int = 2
     hard_negatives: int = 2
+    below_negatives: int = 0
     examination_eta: float = 1.0
     max_click_weight: float = 10.0
     click_weighting: str = "relevance"
@@ -93,6 +97,7 @@ class FineTuningSettings:
             "max_seq_length": self.max_seq_length is None or self.max_seq_length >= 8,
             "early_stopping_patience": self.early_stopping_patience >= 1,
             "hard_negatives": self.hard_negatives >= 0,
+            "below_negatives": self.below_negatives >= 0,
             "examination_eta": self.examination_eta >= 0,
             "max_click_weight": self.max_click_weight >= 1,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,

@@ -84,10 +84,7 @@ class NatsConnection:
                     closed_cb=self._on_closed,
                 )
                 js = client.jetstream()
-                try:
-                    await js.stream_info(STREAM)
-                except NotFoundError:
-                    await js.add_stream(stream_config())
+                await self._ensure_stream(js)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - any failure to connect means "try again"
@@ -99,6 +96,21 @@ class NatsConnection:
             self._ready.set()
             self._log.info("nats_connected")
             return
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        """Creates the stream, or widens the duplicate window of an existing one that remembers
+        message ids for less than DUPLICATE_WINDOW (every exactly-once announcement relies on it)."""
+        try:
+            info = await js.stream_info(STREAM)
+        except NotFoundError:
+            await js.add_stream(stream_config())
+            return
+        window = info.config.duplicate_window or 0
+        if window < DUPLICATE_WINDOW.total_seconds():
+            info.config.duplicate_window = DUPLICATE_WINDOW.total_seconds()
+            await js.update_stream(info.config)
+            self._log.warning("stream_duplicate_window_widened", stream=STREAM, was_s=window,
+                              now_s=DUPLICATE_WINDOW.total_seconds())
 
     async def _on_error(self, error: Exception) -> None:
         self._log.warning("nats_error", error=str(error) or type(error).__name__)

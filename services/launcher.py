@@ -23,6 +23,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.client import open_channel
+from services.common.settings import Settings
+
 SERVICES = ("ingest", "dataprep", "registry", "trainer")
 REPO_PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
@@ -87,8 +90,8 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _grpc_serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def _grpc_serving(address: str, settings: Settings) -> bool:
+    with open_channel(address, settings) as channel:  # TLS when the services serve it
         try:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status
         except grpc.RpcError:
@@ -168,8 +171,9 @@ class LocalStack:
             port = env[f"ES_{service.upper()}_ADDR"].rsplit(":", 1)[1]
             on_status(f"starting {service} on 127.0.0.1:{port}")
             started.append(self._spawn(service, [*es, service, "--port", port], f"127.0.0.1:{port}", service_env))
+        settings = Settings()
         for child in started:
-            _wait(child, lambda c=child: _grpc_serving(c.address), 180)
+            _wait(child, lambda c=child: _grpc_serving(c.address, settings), 180)
         self.env = env
         return env
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,28 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # number past 64 bits, a decimal, another case.
 MALFORMED_BATCH_IDS = ["batch-01", "batch-1\n", " batch-1", "batch-\u0661", "batch-0", "batch-" + "9" * 30,
                        "batch-1.0", "Batch-1"]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Path:
+    """A CA and, signed by it: a server certificate for 127.0.0.1, a client certificate, and a service
+    certificate for both (a service presents its own certificate as a client certificate when it calls
+    another under mutual TLS, so it needs clientAuth beside serverAuth)."""
+    folder = tmp_path / "pki"
+    folder.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=es-test-ca", cwd=folder)
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                            ("client", "extendedKeyUsage=clientAuth"),
+                            ("service", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                        "extendedKeyUsage=serverAuth,clientAuth")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN=es-test-{name}", cwd=folder)
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)
+    return folder

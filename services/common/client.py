@@ -1,6 +1,8 @@
-"""gRPC channels to our services, configured like the servers: TLS from ES_TLS_CA (and a client
-certificate from ES_TLS_CERT/ES_TLS_KEY when set), the bearer token from ES_AUTH_TOKEN, and the same
-message-size limits."""
+"""gRPC channels to our services, configured like the servers: TLS whenever the services serve it
+(ES_TLS_CERT/ES_TLS_KEY set) or ES_TLS_CA names the CA to verify them with; with a CA, the client
+presents ES_TLS_CERT/ES_TLS_KEY as its certificate (the servers then require one: mutual TLS), and
+without one it verifies servers against the system's roots (or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH). The
+bearer token from ES_AUTH_TOKEN, and the same message-size limits."""
 
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ def _aio_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
 
 def _credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     if settings.tls_ca is None:
-        return None
+        # Server-only TLS: the services serve TLS and ask for no client certificate.
+        return grpc.ssl_channel_credentials() if settings.tls_enabled else None
     with open(settings.tls_ca, "rb") as handle:
         root = handle.read()
     key = cert = None

@@ -4,7 +4,6 @@ with open health checks, (mutual) TLS, message-size limits, and reflection of th
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -77,27 +76,6 @@ def test_the_asyncio_client_sends_the_token_on_every_call_kind(settings: Setting
         with pytest.raises(grpc.RpcError) as info:
             asyncio.run(calls(service.address, secured.model_copy(update={"auth_token": "guess"})))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture
-def certificates(tmp_path: Path) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    folder = tmp_path / "pki"
-    folder.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=es-test-ca", cwd=folder)
-    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-                            ("client", "extendedKeyUsage=clientAuth")):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", f"/CN=es-test-{name}", cwd=folder)
-        (folder / f"{name}.ext").write_text(extension + "\n")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)
-    return folder
 
 
 def test_tls_with_a_ca_requires_and_accepts_client_certificates(settings: Settings, certificates: Path) -> None:

@@ -5,6 +5,7 @@ graceful stop on SIGTERM/SIGINT (health NOT_SERVING first, then in-flight RPCs g
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import signal
 from collections.abc import Awaitable, Callable, Iterable
@@ -163,7 +164,9 @@ class GrpcHost:
 
     async def start(self, registrations: Iterable[Registration], host: str, port: int) -> int:
         server = grpc.aio.server(
-            interceptors=[_GuardInterceptor(self._settings.auth_token)], options=grpc_options(self._limits)
+            interceptors=[_GuardInterceptor(self._settings.auth_token)],
+            # No SO_REUSEPORT: a second server on a port in use must fail, not silently share it.
+            options=[*grpc_options(self._limits), ("grpc.so_reuseport", 0)],
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for registration in registrations:
@@ -181,9 +184,13 @@ class GrpcHost:
                 root_certificates=_read(self._settings.tls_ca) if self._settings.tls_ca else None,
                 require_client_auth=self._settings.tls_ca is not None,
             )
-            self.port = server.add_secure_port(address, credentials)
+            add = functools.partial(server.add_secure_port, address, credentials)
         else:
-            self.port = server.add_insecure_port(address)
+            add = functools.partial(server.add_insecure_port, address)
+        try:
+            self.port = add()
+        except RuntimeError as error:  # grpc raises it when the port is taken
+            raise OSError(f"cannot bind {address} (is another server on that port?)") from error
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
         await server.start()

@@ -58,7 +58,8 @@ class Settings(BaseSettings):
         "Deliveries a dataset request gets (waits from 2 s doubling to 60 s between them, about 17 minutes "
         "in all at 20) before dataprep fails the dataset with the last error."))
     shutdown_grace_s: float = Field(10.0, ge=0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
-    log_level: str = "info"
+    log_level: str = Field("info", pattern="^(?i:debug|info|warning|error|critical)$",
+                           description="debug, info, warning, error or critical.")
     log_format: str = Field("json", pattern="^(json|console)$")
 
     @model_validator(mode="after")

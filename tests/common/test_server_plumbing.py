@@ -4,6 +4,8 @@ with open health checks, (mutual) TLS, message-size limits, and reflection of th
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -18,7 +20,7 @@ from services.common.client import open_aio_channel, open_channel
 from services.common.errors import field_violation
 from services.common.settings import Limits, Settings
 from tests.ingest.helpers import session_request
-from tests.servers import InProcessService
+from tests.servers import VENV_BIN, InProcessService
 
 
 def serve_ingest(settings: Settings, limits: Limits | None = None) -> InProcessService:
@@ -158,3 +160,19 @@ def test_reflection_serves_the_contract_names(settings: Settings) -> None:
                 "is_irrelevant", "events", "batch_id", "session_number"} <= set(session.fields_by_name)
         event = pool.FindMessageTypeByName("embedding_studio.v1.Event")
         assert set(event.fields_by_name) == {"event_id", "object_id", "event_type", "created_at", "meta"}
+
+
+def test_serving_on_a_port_in_use_or_with_a_bad_log_level_is_a_one_line_error(settings: Settings) -> None:
+    env = {**os.environ, "ES_NATS_URL": settings.nats_url, "ES_STATE_DIR": str(settings.state_dir)}
+    with serve_ingest(settings) as service:
+        port = service.address.rsplit(":", 1)[1]
+        taken = subprocess.run([str(VENV_BIN / "es"), "serve", "ingest", "--port", port], env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 1
+    assert f"error: cannot serve ingest on 127.0.0.1:{port}: cannot bind" in taken.stderr
+    assert "Traceback" not in taken.stderr
+    verbose = subprocess.run([str(VENV_BIN / "es"), "serve", "ingest", "--port", "0"],
+                             env={**env, "ES_LOG_LEVEL": "verbose"}, capture_output=True, text=True, timeout=60)
+    assert verbose.returncode == 2
+    assert "error: invalid configuration" in verbose.stderr and "log_level" in verbose.stderr
+    assert "Traceback" not in verbose.stderr

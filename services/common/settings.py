@@ -22,7 +22,8 @@ class Limits(BaseSettings):
     max_results: int = Field(1000, ge=1, description="Search results in one session.")
     max_events_per_request: int = Field(10_000, ge=1, description="Events in one PushEvents or RegisterSession.")
     max_event_type_length: int = Field(64, ge=1, description="Characters in an event type.")
-    max_meta_bytes: int = Field(16_384, ge=2, description="Bytes of one meta/search_meta object as JSON.")
+    max_meta_bytes: int = Field(16_384, ge=2, description="Bytes of one meta, search_meta or task metadata "
+                                "(protobuf-encoded).")
     max_meta_depth: int = Field(16, ge=1, le=30, description="Structs and lists nested in one meta/search_meta "
                                 "(protobuf stops parsing a message at 100 nested levels; each one here is three).")
     max_event_age_s: int = Field(30 * 86_400, ge=0, description="How far in the past a created_at may lie.")

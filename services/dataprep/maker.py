@@ -18,8 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from services.api.embedding_studio.v1 import clickstream_pb2, clickstream_pb2_grpc, events_pb2
 from services.api.embedding_studio.v1 import dataprep_pb2 as pb
+from services.common.checks import parse_batch_id
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.common.ids import parse_batch_id
 from services.common.logging import get_logger
 from services.common.nats import DATASET_FAILED, DATASET_READY, NatsConnection
 from services.fine_tuning.data import (

@@ -52,6 +52,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import events_pb2
 from services.common import nats as subjects
+from services.common.checks import parse_batch_id
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -60,7 +61,6 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
-from services.common.ids import parse_batch_id
 
 T = TypeVar("T")
 

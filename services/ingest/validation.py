@@ -9,23 +9,9 @@ from collections.abc import Sequence
 from google.protobuf import struct_pb2
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
+from services.common.checks import check_id, check_meta
 from services.common.errors import InvalidArgument
-from services.common.ids import check_id
 from services.common.settings import Limits
-
-
-def _depth(meta: struct_pb2.Struct) -> int:
-    """Levels of Structs and ListValues in `meta`, itself one (no recursion: a deep one is what is checked)."""
-    deepest, stack = 0, [(meta, 1)]
-    while stack:
-        container, depth = stack.pop()
-        deepest = max(deepest, depth)
-        values = container.fields.values() if isinstance(container, struct_pb2.Struct) else container.values
-        for value in values:
-            kind = value.WhichOneof("kind")
-            if kind in ("struct_value", "list_value"):
-                stack.append((getattr(value, kind), depth + 1))
-    return deepest
 
 
 class Validator:
@@ -36,13 +22,7 @@ class Validator:
         check_id(field, value, self.limits.max_id_length, required)
 
     def _meta(self, field: str, meta: struct_pb2.Struct) -> None:
-        size = meta.ByteSize()
-        if size > self.limits.max_meta_bytes:
-            raise InvalidArgument(field, f"is {size} bytes; ES_MAX_META_BYTES is {self.limits.max_meta_bytes}")
-        depth = _depth(meta)
-        if depth > self.limits.max_meta_depth:
-            raise InvalidArgument(field, f"nests {depth} levels of objects and lists; ES_MAX_META_DEPTH is "
-                                         f"{self.limits.max_meta_depth}")
+        check_meta(field, meta, self.limits)
 
     def _timestamp(self, field: str, created_at: int, now: int) -> None:
         if created_at == 0:

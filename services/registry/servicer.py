@@ -17,8 +17,8 @@ from sqlalchemy.exc import OperationalError
 
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
+from services.common.checks import check_id, check_run_id, check_token, parse_batch_id, parse_number
 from services.common.errors import InvalidArgument, NotFound, Unavailable
-from services.common.ids import check_id, check_run_id, check_token, parse_batch_id, parse_number
 from services.common.lease_lock import LeaseLock, LockUnavailable
 from services.common.logging import get_logger
 from services.common.settings import Limits

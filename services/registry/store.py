@@ -22,8 +22,8 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_
 
 from services.api.embedding_studio.v1 import events_pb2
 from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.common.checks import parse_number
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.common.ids import parse_number
 from services.common.mlflow_models import (
     BEST_ALIAS,
     INITIAL_EXPERIMENT,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -15,6 +14,7 @@ from google.protobuf import json_format
 
 from services.api.embedding_studio.v1 import clickstream_pb2, clickstream_pb2_grpc, trainer_pb2_grpc
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
+from services.common.checks import check_id, check_meta, check_token, parse_batch_id, parse_number
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -23,7 +23,6 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
-from services.common.ids import check_id, check_token, parse_batch_id, parse_number
 from services.common.logging import get_logger
 from services.common.settings import Limits
 from services.trainer.runner import TaskRunner
@@ -91,13 +90,11 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self._check_id("idempotency_key", request.idempotency_key)
         self._check_id("fine_tuning_method", request.fine_tuning_method)
         self._check_id("batch_id", request.batch_id, required=False)
-        try:
-            metadata = json.dumps(json_format.MessageToDict(request.metadata)).encode()
+        check_meta("metadata", request.metadata, self._limits)
+        try:  # the task record stores it as JSON
+            json_format.MessageToDict(request.metadata)
         except ValueError as error:  # NaN or an infinity: JSON has neither
             raise InvalidArgument("metadata", f"cannot be stored as JSON: {error}") from error
-        if len(metadata) > self._limits.max_meta_bytes:
-            raise InvalidArgument("metadata", f"is {len(metadata)} bytes as JSON; ES_MAX_META_BYTES is "
-                                              f"{self._limits.max_meta_bytes}")
 
         if MAX_EVALS_KEY in request.metadata.fields:
             value = request.metadata.fields[MAX_EVALS_KEY]

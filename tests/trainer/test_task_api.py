@@ -168,6 +168,14 @@ def test_malformed_ids_tokens_and_metadata_are_invalid_argument_naming_the_field
     error = refused(trainer_stub.CreateTask, trainer_pb2.CreateTaskRequest(
         fine_tuning_method=PLUGIN, idempotency_key="nan-metadata", metadata=metadata))
     assert (error.code(), field_violation(error).field) == (grpc.StatusCode.INVALID_ARGUMENT, "metadata")
+    deep: object = "leaf"
+    for _ in range(17):
+        deep = {"k": deep}
+    metadata = struct_pb2.Struct()
+    metadata.update(deep)
+    error = refused(trainer_stub.CreateTask, trainer_pb2.CreateTaskRequest(
+        fine_tuning_method=PLUGIN, idempotency_key="deep-metadata", metadata=metadata))
+    assert field_violation(error).field == "metadata" and "ES_MAX_META_DEPTH is 16" in error.details()
 
 
 @pytest.mark.parametrize("value", [0, 2.5, "four", 5000])

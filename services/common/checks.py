@@ -1,4 +1,4 @@
-"""The one home of the checks every service makes of the ids and numbers in its requests.
+"""The one home of the checks every service makes of the ids, numbers and meta objects in its requests.
 
 Each raises `InvalidArgument` naming the field, before any store or dependency is asked, so a request
 that can never succeed is not answered UNAVAILABLE (which tells clients to retry) or INTERNAL. Numbers
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 
+from google.protobuf import struct_pb2
+
 from services.common.errors import InvalidArgument
+from services.common.settings import Limits
 
 _NUMBER = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
 _BATCH_ID = re.compile(r"batch-([1-9][0-9]{0,17})", re.ASCII)
@@ -52,3 +55,28 @@ def check_token(field: str, value: str) -> None:
 def check_run_id(field: str, value: str) -> None:
     if not _RUN_ID.fullmatch(value):
         raise InvalidArgument(field, f"{value!r} is not an MLflow run id (32 lowercase hex digits)")
+
+
+def _depth(meta: struct_pb2.Struct) -> int:
+    """Levels of Structs and ListValues in `meta`, itself one (no recursion: a deep one is what is checked)."""
+    deepest, stack = 0, [(meta, 1)]
+    while stack:
+        container, depth = stack.pop()
+        deepest = max(deepest, depth)
+        values = container.fields.values() if isinstance(container, struct_pb2.Struct) else container.values
+        for value in values:
+            kind = value.WhichOneof("kind")
+            if kind in ("struct_value", "list_value"):
+                stack.append((getattr(value, kind), depth + 1))
+    return deepest
+
+
+def check_meta(field: str, meta: struct_pb2.Struct, limits: Limits) -> None:
+    """At most ES_MAX_META_BYTES (protobuf-encoded) and ES_MAX_META_DEPTH levels of nesting."""
+    size = meta.ByteSize()
+    if size > limits.max_meta_bytes:
+        raise InvalidArgument(field, f"is {size} bytes; ES_MAX_META_BYTES is {limits.max_meta_bytes}")
+    depth = _depth(meta)
+    if depth > limits.max_meta_depth:
+        raise InvalidArgument(field, f"nests {depth} levels of objects and lists; ES_MAX_META_DEPTH is "
+                                     f"{limits.max_meta_depth}")

@@ -1,4 +1,5 @@
-"""Each loss against a naive loop that computes the documented formula one pair at a time."""
+"""Each loss against a naive loop that computes the documented formula one pair at a time, and each
+loss's batch_loss against the formula on the inputs it should build from a batch."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from services.fine_tuning.training.examples import ClickExample
 from services.fine_tuning.training.losses import (
     ClickContrastiveLoss,
+    ClickLoss,
     CosineProbMarginRankingLoss,
     ProbMarginRankingLoss,
 )
@@ -66,6 +69,41 @@ def test_the_symmetric_loss_adds_each_clicked_item_against_the_batch_queries() -
         expected_sum += float(weights[i]) * (forward_loss + reverse_loss) / 2
     got = ClickContrastiveLoss(symmetric=True)(queries, candidates, targets, weights, excluded)
     assert got.item() == pytest.approx(expected_sum / float(weights.sum()), rel=1e-5)
+
+
+BATCH = [ClickExample("q0", "a", ("b",), frozenset({"a", "c"}), 1.0),
+         ClickExample("q1", "c", (), frozenset({"c"}), 2.0)]
+COLUMN = {"a": 0, "c": 1, "b": 2}
+
+
+def test_the_contrastive_batch_loss_targets_each_click_and_excludes_its_sessions_other_clicks() -> None:
+    queries, candidates = unit(2, seed=3), unit(3, seed=4)
+    loss = ClickContrastiveLoss()
+    excluded = torch.tensor([[False, True, False], [False, False, False]])  # row 0: "c" was clicked too
+    expected = loss(queries, candidates, torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), excluded)
+    assert loss.batch_loss(BATCH, queries, candidates, COLUMN, margin=0.1).item() == pytest.approx(expected.item())
+
+
+def test_the_margin_batch_loss_pairs_each_click_with_its_hard_negatives_only() -> None:
+    queries, candidates = unit(2, seed=3), unit(3, seed=4)
+    loss = ProbMarginRankingLoss()
+    pos, neg = queries[0] @ candidates[0], queries[0] @ candidates[2]
+    expected = loss(pos[None], neg[None], torch.tensor([1.0]), margin=0.1)
+    assert loss.batch_loss(BATCH, queries, candidates, COLUMN, margin=0.1).item() == pytest.approx(expected.item())
+    no_negatives = [BATCH[1]]
+    assert loss.batch_loss(no_negatives, queries[1:], candidates, COLUMN, margin=0.1).item() == 0.0
+
+
+def test_a_plugins_own_loss_subclasses_click_loss_with_its_batch_loss_and_is_named_in_its_config() -> None:
+    class MeanPositiveDistance(ClickLoss):
+        def batch_loss(self, batch, queries, candidates, column, margin):
+            positives = candidates[torch.tensor([column[e.positive] for e in batch])]
+            return (1 - (queries * positives).sum(-1)).mean()
+
+    queries, candidates = unit(2, seed=3), unit(3, seed=4)
+    got = MeanPositiveDistance().batch_loss(BATCH, queries, candidates, COLUMN, margin=0.0)
+    assert got.item() == pytest.approx(float(1 - (queries[0] @ candidates[0] + queries[1] @ candidates[1]) / 2))
+    assert MeanPositiveDistance().config() == {"loss": "MeanPositiveDistance"}
 
 
 def test_prob_margin_ranking_loss_is_mean_confidence_times_sigmoid_of_the_gap() -> None:

@@ -16,7 +16,6 @@ import torch
 
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
 from services.fine_tuning.training.examples import ClickExample
-from services.fine_tuning.training.losses import ClickContrastiveLoss, ProbMarginRankingLoss
 from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache
 from services.fine_tuning.training.settings import FineTuningParams, FineTuningSettings
 
@@ -86,36 +85,6 @@ def _trainable_state(model: EmbeddingModel) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _loss(settings: FineTuningSettings, params: FineTuningParams, batch: Sequence[ClickExample],
-          queries: torch.Tensor, candidates: torch.Tensor, column: dict[str, int]) -> torch.Tensor:
-    device = queries.device
-    weights = torch.tensor([e.weight for e in batch], dtype=queries.dtype, device=device)
-    loss_func = settings.loss_func
-    if isinstance(loss_func, ProbMarginRankingLoss):
-        rows, pos_cols, neg_cols = [], [], []
-        for row, example in enumerate(batch):
-            for negative in example.hard_negatives:
-                rows.append(row)
-                pos_cols.append(column[example.positive])
-                neg_cols.append(column[negative])
-        if not rows:
-            return queries.sum() * 0.0
-        rows_t = torch.tensor(rows, device=device)
-        pos = (queries[rows_t] * candidates[torch.tensor(pos_cols, device=device)]).sum(-1)
-        neg = (queries[rows_t] * candidates[torch.tensor(neg_cols, device=device)]).sum(-1)
-        return loss_func(pos, neg, weights[rows_t], margin=params.margin)
-    if isinstance(loss_func, ClickContrastiveLoss):
-        targets = torch.tensor([column[e.positive] for e in batch], device=device)
-        excluded = torch.zeros(len(batch), len(column), dtype=torch.bool, device=device)
-        for row, example in enumerate(batch):
-            for item_id in example.related:
-                if item_id != example.positive and item_id in column:
-                    excluded[row, column[item_id]] = True
-        return loss_func(queries, candidates, targets, weights, excluded)
-    raise TypeError(f"unsupported loss {type(loss_func).__name__}: use ClickContrastiveLoss, "
-                    "ProbMarginRankingLoss or CosineProbMarginRankingLoss")
-
-
 @dataclass
 class _BestCheckpoint:
     """The best held-out scores so far, the step they were reached at and a copy of the trainable
@@ -145,7 +114,7 @@ def _step(model: EmbeddingModel, batch: Sequence[ClickExample], encode_items: Ca
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         queries = model.encode_queries([e.query for e in batch])  # (B, D)
         candidates = encode_items(candidates_ids)  # (C, D)
-    loss = _loss(settings, params, batch, queries.float(), candidates.float(), column)
+    loss = settings.loss_func.batch_loss(batch, queries.float(), candidates.float(), column, params.margin)
     loss.backward()
     optimizer.step()
     scheduler.step()

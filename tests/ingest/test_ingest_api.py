@@ -241,13 +241,15 @@ def test_late_events_of_a_released_session_are_stored(ingest) -> None:
 def test_unknown_batches_and_sessions_are_not_found(ingest) -> None:
     for call, request in [
         (ingest.GetBatch, pb.GetBatchRequest(batch_id="batch-9")),
-        (ingest.GetBatch, pb.GetBatchRequest(batch_id="nonsense")),
         (ingest.GetSession, pb.GetSessionRequest(session_id="ghost")),
         (ingest.MarkSessionIrrelevant, pb.MarkSessionIrrelevantRequest(session_id="ghost")),
     ]:
         assert rpc_error(call, request).code() == grpc.StatusCode.NOT_FOUND
     error = rpc_error(lambda r: list(ingest.StreamBatchSessions(r)), pb.StreamBatchSessionsRequest(batch_id="batch-7"))
     assert error.code() == grpc.StatusCode.NOT_FOUND
+    # Not a batch id at all is a malformed request, not a missing batch.
+    malformed = rpc_error(ingest.GetBatch, pb.GetBatchRequest(batch_id="nonsense"))
+    assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_mark_irrelevant_is_stored_and_idempotent(ingest) -> None:

@@ -7,9 +7,9 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 ES_STATE_DIR=/var/lib/embedding-studio ES_PLUGINS_PATH=/app/plugins
 WORKDIR /app
 RUN pip install --index-url "$TORCH_INDEX" "$TORCH_SPEC"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY services ./services
 COPY plugins ./plugins
-RUN pip install .
+RUN pip install -c constraints.txt . && mkdir -p "$ES_STATE_DIR" && chown nobody "$ES_STATE_DIR"
 USER nobody
 ENTRYPOINT ["es"]

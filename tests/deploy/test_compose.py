@@ -38,6 +38,8 @@ def test_the_compose_file_runs_every_service_with_health_checks_volumes_and_gpu_
     assert services["mlflow"]["command"][services["mlflow"]["command"].index("--artifacts-destination") + 1
                                         ].startswith("s3://")
     assert {"nats-data", "postgres-data", "minio-data"} <= set(project["volumes"])
+    mlflow = services["mlflow"]["command"]  # the services' Host header, which MLflow 3 checks
+    assert "mlflow:5000" in mlflow[mlflow.index("--allowed-hosts") + 1].split(",")
 
 
 def test_a_broken_compose_file_is_refused(tmp_path: Path) -> None:

@@ -126,10 +126,14 @@ def kill_leftover_services() -> None:
 
 
 class InProcessService:
-    """A service's real grpc.aio server, started by its own `start()` on a private event loop thread."""
+    """A service's real grpc.aio server, started by its own `start()` on a private event loop thread; entering
+    returns once its health says SERVING (as `es up` waits), unless `wait_serving` is False (a TLS server,
+    which a plaintext health check cannot reach)."""
 
-    def __init__(self, start: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]]) -> None:
+    def __init__(self, start: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
+                 wait_serving: bool = True) -> None:
         self.port = free_port()
+        self._wait_serving = wait_serving
         self.address = f"127.0.0.1:{self.port}"
         self._start = start
         self._loop = asyncio.new_event_loop()
@@ -139,6 +143,8 @@ class InProcessService:
     def __enter__(self) -> InProcessService:
         self._thread.start()
         self._shutdown = asyncio.run_coroutine_threadsafe(self._start(self.port), self._loop).result(30)
+        if self._wait_serving:
+            wait_healthy(self.address, 30)
         return self
 
     def __exit__(self, *exc: object) -> None:

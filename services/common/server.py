@@ -167,7 +167,9 @@ class GrpcHost:
         self._service_names: list[str] = []
         self.port = 0
 
-    async def start(self, registrations: Iterable[Registration], host: str, port: int) -> int:
+    async def start(self, registrations: Iterable[Registration], host: str, port: int, serving: bool = True) -> int:
+        """Serves on host:port (returns the port bound); health says SERVING at once, or, with `serving`
+        False, NOT_SERVING until `set_serving()` (a service whose dependencies are still coming up)."""
         server = grpc.aio.server(
             interceptors=[_GuardInterceptor(self._settings.auth_token)],
             # No SO_REUSEPORT: a second server on a port in use must fail, not silently share it.
@@ -200,9 +202,17 @@ class GrpcHost:
             raise OSError(f"cannot bind {address}")
         await server.start()
         self.server = server
+        if serving:
+            await self.set_serving()
+        else:
+            for name in ["", *self._service_names]:
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        return self.port
+
+    async def set_serving(self) -> None:
+        """Health answers SERVING, for the server and each of its services."""
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return self.port
 
     async def stop(self) -> None:
         """Health goes NOT_SERVING first, then in-flight RPCs get the grace period to finish."""

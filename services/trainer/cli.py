@@ -11,7 +11,14 @@ import grpc
 import typer
 from google.protobuf import json_format, struct_pb2
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
 from services.api.embedding_studio.v1 import trainer_pb2_grpc
@@ -49,7 +56,7 @@ def _call_task(rpc: str, request: object) -> pb.Task:
         try:
             return getattr(_stub(channel), rpc)(request, timeout=30).task
         except grpc.RpcError as error:
-            raise rpc_failed(error, settings.trainer_addr) from error
+            raise rpc_failed(error, settings.trainer_addr, "ES_TRAINER_ADDR") from error
 
 
 def _show(task: pb.Task, as_json: bool) -> None:
@@ -63,6 +70,8 @@ def create(
     idempotency_key: Annotated[str | None, typer.Option(help="A retry with the same key returns the same task. "
                                                              "Default: a fresh one.")] = None,
     metadata: Annotated[str, typer.Option(help="JSON object stored with the task.")] = "{}",
+    watch_it: Annotated[bool, typer.Option("--watch", help="Then follow it until it ends, as `es task watch` "
+                                                           "does (exit 1 unless it ends done).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Queue a fine-tuning task."""
@@ -78,8 +87,12 @@ def create(
         try:
             response = _stub(channel).CreateTask(request, timeout=60)
         except grpc.RpcError as error:
-            raise rpc_failed(error, settings.trainer_addr) from error
+            raise rpc_failed(error, settings.trainer_addr, "ES_TRAINER_ADDR") from error
     note = " (already created under this idempotency key)" if response.duplicate else ""
+    if watch_it:
+        typer.echo(f"task {response.task.task_id} created{note}", err=True)
+        watch(response.task.task_id, as_json)
+        return
     emit(as_dict(response), as_json, [*task_lines(response.task), f"created{note}; follow it with: "
                                       f"es task watch {response.task.task_id}"])
 
@@ -115,7 +128,7 @@ def list_tasks(
                 response = _stub(channel).ListTasks(pb.ListTasksRequest(
                     fine_tuning_method=plugin, status=wanted, page_token=token), timeout=30)
             except grpc.RpcError as error:
-                raise rpc_failed(error, settings.trainer_addr) from error
+                raise rpc_failed(error, settings.trainer_addr, "ES_TRAINER_ADDR") from error
             tasks.extend(response.tasks)
             token = response.next_page_token
             if not token:
@@ -129,7 +142,8 @@ def follow(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str, console: Con
     per trial (its steps, with the latest held-out nDCG@10)."""
     last: pb.Task | None = None
     with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[detail]}"), console=console) as bars:
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
+                  console=console) as bars:
         stage_bar = bars.add_task("task", total=None, detail="")
         trial_bars: dict[int, int] = {}
         for update in _updates(stub, task_id):
@@ -143,9 +157,10 @@ def follow(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str, console: Con
                     trial_bars[progress.trial] = bars.add_task(f"trial {progress.trial}/{progress.trials_total}",
                                                                total=progress.steps_total or None, detail="")
                 ndcg = progress.metrics.get("test_ndcg_at_10")
+                scored = "the start model's" if progress.metrics_step == 0 else "held-out"
                 bars.update(trial_bars[progress.trial], completed=progress.step, total=progress.steps_total or None,
                             detail=f"epoch {progress.epoch}/{progress.epochs_total}"
-                                   + (f", held-out nDCG@10 {ndcg:.4f}" if ndcg is not None else ""))
+                                   + (f", {scored} nDCG@10 {ndcg:.4f}" if ndcg is not None else ""))
         for bar in [stage_bar, *trial_bars.values()]:
             bars.update(bar, total=bars.tasks[bar].total or 1, completed=bars.tasks[bar].total or 1)
     if last is None:
@@ -166,7 +181,7 @@ def watch(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False
         try:
             task = follow(_stub(channel), task_id, Console(stderr=True))
         except grpc.RpcError as error:
-            raise rpc_failed(error, settings.trainer_addr) from error
+            raise rpc_failed(error, settings.trainer_addr, "ES_TRAINER_ADDR") from error
     emit(as_dict(task), as_json, task_lines(task))
     if task.status != pb.TASK_STATUS_DONE:
         raise typer.Exit(1)

@@ -3,6 +3,7 @@ the consumer of `es.dataprep.dataset.*`, gRPC server; stops them in order."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
@@ -52,8 +53,18 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
     grpc_host = GrpcHost(settings, limits)
     servicer = TrainerServicer(store, runner, clickstream_pb2_grpc.ClickstreamServiceStub(ingest_channel),
                                settings.ingest_addr, limits, on_change=announcer.wake)
+    # Tasks live in the NATS bucket: health says NOT_SERVING until it can be read, so nothing that waits for
+    # SERVING (es up, a load balancer, the tests) calls a trainer that would answer UNAVAILABLE.
     bound = await grpc_host.start(
-        [Registration(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, servicer, SERVICE_NAME)], host, port)
+        [Registration(trainer_pb2_grpc.add_TrainerServiceServicer_to_server, servicer, SERVICE_NAME)], host, port,
+        serving=False)
+
+    async def serve_when_ready() -> None:
+        await store.wait_ready()
+        await grpc_host.set_serving()
+        log.info("ready", service=SERVICE_NAME, tasks_bucket="open")
+
+    ready = asyncio.create_task(serve_when_ready(), name="trainer-ready")
     log.info("serving", service=SERVICE_NAME, host=host, port=bound, worker=worker_id,
              plugins=str(settings.plugins_path), mlflow=settings.mlflow_tracking_uri,
              artifacts=settings.artifacts_uri, registry=settings.registry_addr, ingest=settings.ingest_addr,
@@ -61,6 +72,7 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
 
     async def shutdown() -> None:
         log.info("stopping", service=SERVICE_NAME)
+        ready.cancel()
         await grpc_host.stop()
         await consumer.stop()
         worker.close()

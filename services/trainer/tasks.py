@@ -9,6 +9,7 @@ retry rather than leaving a second task."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -109,6 +110,15 @@ class TaskStore:
         if self._kv is None:
             self._kv = await open_bucket(self._nats.jetstream, self._bucket)  # UNAVAILABLE while NATS is down
         return self._kv
+
+    async def wait_ready(self, retry_s: float = 0.5) -> None:
+        """Returns once NATS is connected and the task bucket is open (retrying while it is not)."""
+        while True:
+            try:
+                await self._store()
+                return
+            except (Unavailable, NatsError, TimeoutError, ConnectionError):
+                await asyncio.sleep(retry_s)
 
     async def _call(self, operation: Callable[[KeyValue], object]) -> object:
         try:

@@ -59,6 +59,7 @@ def _apply_progress(task: pb.Task, latest: _Latest) -> None:
     if step is not None:
         progress.epoch, progress.epochs_total = step.epoch, step.epochs
         progress.step, progress.steps_total = step.step, step.steps
+        progress.metrics_step = step.metrics_step
         progress.metrics.clear()
         progress.metrics.update({k: float(v) for k, v in step.metrics.items()})
 

@@ -26,7 +26,8 @@ from tests.servers import VENV_BIN, InProcessService
 def serve_ingest(settings: Settings, limits: Limits | None = None) -> InProcessService:
     from services.ingest.main import start
 
-    return InProcessService(lambda port: start(settings, limits or Limits(), "127.0.0.1", port))
+    return InProcessService(lambda port: start(settings, limits or Limits(), "127.0.0.1", port),
+                            wait_serving=not settings.tls_enabled)
 
 
 @pytest.fixture

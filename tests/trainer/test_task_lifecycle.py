@@ -47,6 +47,7 @@ def test_a_task_without_a_batch_releases_one_trains_and_hands_the_best_to_the_re
     assert max(u.progress.trials_total for u in updates) == 2
     # The finished task carries its last progress and held-out metrics, however fast the run was.
     assert done.progress.trial == 2 and done.progress.metrics.get("test_ndcg_at_10") is not None
+    assert done.progress.metrics_step == done.progress.step > 0  # measured at the last step, not the start model's
     assert done.model_version and done.worker == ""
 
     # The registry recorded the task's candidate, with the scores of it and of the start model.

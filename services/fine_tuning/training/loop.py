@@ -31,6 +31,7 @@ class Progress:
     step: int
     steps: int
     metrics: dict[str, float]
+    metrics_step: int  # the step `metrics` were measured at: 0 for the start model
 
 
 @dataclass
@@ -184,7 +185,7 @@ def train_run(
         step += 1
         if step % eval_every_steps and step != total_steps:
             # Every step shows in the task's progress, with the latest held-out metrics.
-            on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, history[-1][1]))
+            on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, history[-1][1], history[-1][0]))
             continue
         scores = evaluate()
         metrics = {**scores.as_metrics(), **scores.distance_shift(initial),
@@ -192,7 +193,7 @@ def train_run(
         running_loss = []
         history.append((step, metrics))
         log_metrics(metrics, step)
-        on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, metrics))
+        on_progress(Progress(epoch + 1, settings.num_epochs, step, total_steps, metrics, step))
         best.offer(scores, step, model)
         if best.evaluations_without_gain >= settings.early_stopping_patience:
             break

@@ -24,7 +24,7 @@ TASK_STATUS_CANCELED: TaskStatus
 TASK_STATUS_ERROR: TaskStatus
 
 class TaskProgress(_message.Message):
-    __slots__ = ("stage", "trial", "trials_total", "epoch", "epochs_total", "step", "steps_total", "metrics")
+    __slots__ = ("stage", "trial", "trials_total", "epoch", "epochs_total", "step", "steps_total", "metrics", "metrics_step")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class TaskProgress(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     STEPS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_STEP_FIELD_NUMBER: _ClassVar[int]
     stage: str
     trial: int
     trials_total: int
@@ -48,7 +49,8 @@ class TaskProgress(_message.Message):
     step: int
     steps_total: int
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, stage: _Optional[str] = ..., trial: _Optional[int] = ..., trials_total: _Optional[int] = ..., epoch: _Optional[int] = ..., epochs_total: _Optional[int] = ..., step: _Optional[int] = ..., steps_total: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    metrics_step: int
+    def __init__(self, stage: _Optional[str] = ..., trial: _Optional[int] = ..., trials_total: _Optional[int] = ..., epoch: _Optional[int] = ..., epochs_total: _Optional[int] = ..., step: _Optional[int] = ..., steps_total: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., metrics_step: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "fine_tuning_method", "batch_id", "status", "idempotency_key", "metadata", "created_at", "updated_at", "progress", "error", "model_version", "best_model_url", "promoted", "attempt", "worker", "requeued")

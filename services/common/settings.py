@@ -7,9 +7,21 @@ Every setting has a default that works on one machine; the local defaults all li
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def local_path(uri: str) -> str:
+    """A `file:` URI (`file:///data/items.jsonl`, as MLflow users write it) as the plain path it names; any
+    other string as it is. A `file:` URI naming another host is refused: there is no reading it here."""
+    if not uri.startswith("file:"):
+        return uri
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{uri!r} names the host {parts.netloc!r}: a file: URI must be local (file:///path)")
+    return unquote(parts.path)
 
 
 class Limits(BaseSettings):
@@ -62,6 +74,11 @@ class Settings(BaseSettings):
     log_level: str = Field("info", pattern="^(?i:debug|info|warning|error|critical)$",
                            description="debug, info, warning, error or critical.")
     log_format: str = Field("json", pattern="^(json|console)$")
+
+    @field_validator("artifacts_uri", "items_uri")
+    @classmethod
+    def _file_uris_as_paths(cls, uri: str) -> str:
+        return local_path(uri)
 
     @model_validator(mode="after")
     def _local_defaults(self) -> Settings:

@@ -69,6 +69,8 @@ def test_items_loader_reads_es_items_uri_only_when_loading(tmp_path: Path, monke
         loader.load(results("a"))
     monkeypatch.setenv("ES_ITEMS_URI", str(write_items(tmp_path / "items.jsonl", {"a": "alpha"})))
     assert by_id(loader.load(results("a"))) == {"a": "alpha"}
+    monkeypatch.setenv("ES_ITEMS_URI", (tmp_path / "items.jsonl").as_uri())  # file:///..., as MLflow users write it
+    assert by_id(loader.load(results("a"))) == {"a": "alpha"}
     monkeypatch.setenv("ES_ITEMS_URI", str(tmp_path / "nowhere.jsonl"))
     with pytest.raises(DatasetError, match=r"nowhere\.jsonl does not exist"):
         loader.load(results("a"))

@@ -271,5 +271,16 @@ def test_a_batch_without_any_click_has_no_usable_sessions(items_path: Path) -> N
 
 
 def test_the_store_refuses_unknown_uri_schemes() -> None:
-    with pytest.raises(ValueError, match="use a local folder or s3://bucket/prefix"):
+    with pytest.raises(ValueError, match="use a local folder, file:///folder or s3://bucket/prefix"):
         DatasetStore.open("gs://bucket/x")
+    with pytest.raises(ValueError, match="must be local"):
+        DatasetStore.open("file://otherhost/data")
+
+
+def test_a_file_uri_opens_the_local_folder_it_names(tmp_path: Path, items_path: Path) -> None:
+    folder = tmp_path / "with space"
+    store = DatasetStore.open(folder.as_uri())  # file:///.../with%20space
+    with preparing_dataset(store, META, "batch-1"):
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    assert store.manifest(DatasetKey.of(META, "batch-1")) is not None
+    assert any(folder.rglob("manifest.json"))

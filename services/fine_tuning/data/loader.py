@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from services.common.settings import local_path
 from services.fine_tuning.data.errors import DatasetError, MissingItems, UnreadableItems
 from services.fine_tuning.data.parser import SearchResult
 from services.fine_tuning.data.s3 import S3Location, is_missing, s3_client
@@ -110,7 +111,7 @@ class ItemsSourceLoader(DataLoader):
 
     def _resolved_uri(self) -> str:
         if self.uri:
-            return self.uri
+            return local_path(self.uri)
         from services.common.settings import Settings
 
         uri = Settings().items_uri

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.common.logging import get_logger
+from services.common.settings import local_path
 from services.fine_tuning.data.clickstream import SessionWithEvents
 from services.fine_tuning.data.errors import ArtifactStoreError, DatasetError, DatasetNotFound
 from services.fine_tuning.data.loader import DataLoader
@@ -101,10 +102,12 @@ class DatasetStore(ABC):
     def open(uri: str) -> DatasetStore:
         if not uri:
             raise ValueError("the artifacts URI is empty: set ES_ARTIFACTS_URI to a folder or s3://bucket/prefix")
+        uri = local_path(uri)
         if uri.startswith("s3://"):
             return S3DatasetStore(uri)
         if "://" in uri:
-            raise ValueError(f"unsupported artifacts URI {uri!r}: use a local folder or s3://bucket/prefix")
+            raise ValueError(f"unsupported artifacts URI {uri!r}: use a local folder, file:///folder or "
+                             "s3://bucket/prefix")
         return LocalDatasetStore(Path(uri).expanduser())
 
     @abstractmethod

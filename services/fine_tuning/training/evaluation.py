@@ -19,7 +19,9 @@ query and item. A metric is the sum over queries of those estimates times the ga
 model gives the item (nDCG@10: 1/log2(1 + rank) up to rank 10; MRR@10: 1/rank up to 10; recall@k:
 [rank <= k]), divided by the same sum for the ideal ranking (the positive estimates in descending
 order), so it lies in [0, 1] (a model ranking the skipped results above the clicked ones can fall below
-0, reported as 0) and every model of a batch is divided by the same number.
+0, reported as 0) and every model of a batch is divided by the same number. Since a shown result that was
+not clicked has a negative estimate, recall@k is not monotone in k: recall@100 can read below recall@10
+when the extra ranks hold more skipped results than clicked ones.
 """
 
 from __future__ import annotations

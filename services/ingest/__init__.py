@@ -1,0 +1,1 @@
+"""The ingest service: sessions, events and batches (ClickstreamService)."""

@@ -1,13 +1,13 @@
 """`es`, the one command-line interface of Embedding Studio: serve the services and operate them.
 
-Progress and logs go to stderr; results go to stdout, and `--json` makes the last line of stdout one
-JSON object.
+Progress and logs go to stderr; results go to stdout, and `--json` makes stdout one JSON object alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 import sys
 import uuid
 from enum import StrEnum
@@ -32,7 +32,22 @@ app = typer.Typer(help="Embedding Studio: turn search clickstream into better em
 batch_app = typer.Typer(help="Clickstream batches (the ingest service).", no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
 app.add_typer(registry_cli.app, name="model")
+app.add_typer(registry_cli.iteration_app, name="iteration")
 app.add_typer(trainer_cli.app, name="task")
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"es (embedding-studio) {importlib.metadata.version('embedding-studio')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print the installed version and exit.")] = False) -> None:
+    """Embedding Studio: turn search clickstream into better embedding models."""
+
+
 app.command()(evaluation_cli.emulate)
 app.command()(evaluation_cli.evaluate)
 app.command()(demo.demo)
@@ -99,7 +114,7 @@ def batch_release(
             response = clickstream_pb2_grpc.ClickstreamServiceStub(channel).ReleaseBatch(
                 pb.ReleaseBatchRequest(release_id=key), timeout=30)
         except grpc.RpcError as error:
-            raise rpc_failed(error, settings.ingest_addr) from error
+            raise rpc_failed(error, settings.ingest_addr, "ES_INGEST_ADDR") from error
     released = response.released_batch
     note = " (already released by this release id)" if response.duplicate else ""
     emit(as_dict(response), as_json, [
@@ -121,7 +136,7 @@ def batch_get(
             batch = clickstream_pb2_grpc.ClickstreamServiceStub(channel).GetBatch(
                 pb.GetBatchRequest(batch_id=batch_id), timeout=30).batch
         except grpc.RpcError as error:
-            raise rpc_failed(error, settings.ingest_addr) from error
+            raise rpc_failed(error, settings.ingest_addr, "ES_INGEST_ADDR") from error
     emit(as_dict(batch), as_json, [
         f"{batch.batch_id}: {pb.BatchStatus.Name(batch.status).removeprefix('BATCH_STATUS_').lower()}, "
         f"{batch.session_count} sessions"

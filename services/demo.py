@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import tempfile
 import threading
@@ -23,7 +24,7 @@ from google.protobuf import struct_pb2
 from rich.console import Console
 
 from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from services.common.cli_support import JsonOption, load_settings, rpc_failed
+from services.common.cli_support import JsonOption, emit, load_settings, rpc_failed
 from services.common.client import open_channel
 from services.evaluation.cli import (
     ItemsOption,
@@ -97,7 +98,7 @@ def demo(
                 _say(console, f"task {task.task_id} fine-tunes {plugin!r} on {task.batch_id}")
                 task = follow(stub, task.task_id, console)
             except grpc.RpcError as error:
-                raise rpc_failed(error, settings.trainer_addr) from error
+                raise rpc_failed(error, settings.trainer_addr, "ES_TRAINER_ADDR") from error
         if task.status != trainer_pb2.TASK_STATUS_DONE:
             typer.echo(f"error: the task ended {trainer_pb2.TaskStatus.Name(task.status)}: {task.error}; "
                        f"logs in {state / 'logs'}", err=True)
@@ -143,35 +144,55 @@ def _report(before: dict, after: dict, seed: int, best: registry_pb2.ModelVersio
     lines.append(f"downloaded version {version} to {folder} (again: es model download {json.dumps(plugin)} "
                  f"--version {version}, with ES_REGISTRY_ADDR set to a running registry)")
     lines.append(f"took {seconds:.0f} s")
-    for line in lines:
-        typer.echo(line)
-    if as_json:
-        typer.echo(json.dumps({
-            "ndcg10_before": float(before["ndcg@10"].mean()), "ndcg10_after": float(after["ndcg@10"].mean()),
-            "ndcg10_gain_ci_low": low, "ndcg10_gain_ci_high": high,
-            "mrr10_before": float(before["mrr@10"].mean()), "mrr10_after": float(after["mrr@10"].mean()),
-            "recall100_before": float(before["recall@100"].mean()),
-            "recall100_after": float(after["recall@100"].mean()),
-            "best_model_version": best.version if promoted else None, "model_path": str(folder),
-            "seconds": seconds, **chain}, sort_keys=True))
+    emit({"ndcg10_before": float(before["ndcg@10"].mean()), "ndcg10_after": float(after["ndcg@10"].mean()),
+          "ndcg10_gain_ci_low": low, "ndcg10_gain_ci_high": high,
+          "mrr10_before": float(before["mrr@10"].mean()), "mrr10_after": float(after["mrr@10"].mean()),
+          "recall100_before": float(before["recall@100"].mean()), "recall100_after": float(after["recall@100"].mean()),
+          "best_model_version": best.version if promoted else None, "model_path": str(folder), "seconds": seconds,
+          **chain}, as_json, lines)
+
+
+def _items_uri(items: Path | None, configured: str, state: Path) -> str:
+    """Where the services' item loaders read items: --items, else ES_ITEMS_URI, else the demo corpus's items
+    written into the state folder."""
+    if items is not None:
+        if not items.is_file():
+            typer.echo(f"error: --items {items}: no such file", err=True)
+            raise typer.Exit(2)
+        return str(items.resolve())
+    if configured:
+        return configured
+    items_path, _ = eval_dataset(None, None).write(state / "data")
+    return str(items_path)
 
 
 def up(
     state_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its state and logs "
                                                         "(default: ES_STATE_DIR).")] = None,
+    items: Annotated[Path | None, typer.Option(help="items.jsonl the plugins' loaders read by object_id "
+                                                    "(ES_ITEMS_URI; default: ES_ITEMS_URI if set, else the "
+                                                    "demo's BBC News items, written to <state>/data).")] = None,
 ) -> None:
-    """Run NATS, MLflow and the four services on this machine until Ctrl-C or SIGTERM."""
+    """Run NATS, MLflow and the four services on this machine until Ctrl-C or SIGTERM. The services take
+    ports 50051-50054 when they are free; their addresses are printed as `export` lines and written to
+    <state>/env (`source` it in another shell), which is removed when the stack stops."""
     settings = load_settings()
     console = Console(stderr=True)
-    stack = LocalStack((state_dir or settings.state_dir).resolve())
+    state = (state_dir or settings.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(state, {"ES_ITEMS_URI": _items_uri(items, settings.items_uri, state)}, default_ports=True)
+    env_file = state / "env"
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
         env = stack.start(on_status=lambda m: console.print(f"[bold]es up[/bold] {m}"))
-        for name, value in sorted(env.items()):
-            if name.endswith(("_ADDR", "_URL", "_URI")):
-                typer.echo(f"export {name}={value}")
-        console.print(f"[bold]es up[/bold] running; logs in {stack.state_dir / 'logs'}; Ctrl-C stops everything")
+        exports = [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())
+                   if name.endswith(("_ADDR", "_URL", "_URI"))]
+        env_file.write_text("".join(f"{line}\n" for line in exports))
+        for line in exports:
+            typer.echo(line)
+        console.print(f"[bold]es up[/bold] running; `source {env_file}` points a shell at it; logs in "
+                      f"{state / 'logs'}; Ctrl-C stops everything")
         while not stopped.wait(1.0):
             for child in stack.children:
                 child.check_alive()
@@ -181,4 +202,5 @@ def up(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
     finally:
+        env_file.unlink(missing_ok=True)
         stack.stop()

@@ -36,6 +36,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _default_port(service: str) -> int | None:
+    """The service's default port (ES_<SERVICE>_ADDR's default) if nothing listens on it, else None."""
+    port = int(Settings.model_fields[f"{service}_addr"].default.rsplit(":", 1)[1])
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+    return port
+
+
 def nats_server_binary() -> str:
     candidate = Path(sys.executable).parent / "nats-server"
     found = str(candidate) if candidate.exists() else shutil.which("nats-server")
@@ -104,10 +115,13 @@ class LocalStack:
     """Args:
         state_dir: every local store (NATS, MLflow, clickstream database, datasets) and the logs.
         extra_env: more ES_ variables for the services (e.g. ES_ITEMS_URI).
+        default_ports: serve each service on its default port (50051-50054) when that port is free, so
+            clients with default settings find it; otherwise (and always when False) on a free port.
     """
 
     state_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    default_ports: bool = False
     children: list[Child] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -162,7 +176,8 @@ class LocalStack:
             if variable in configured:
                 env[variable] = configured[variable]
             else:
-                env[variable] = f"127.0.0.1:{free_port()}"
+                port = (self.default_ports and _default_port(service)) or free_port()
+                env[variable] = f"127.0.0.1:{port}"
                 to_start.append(service)
         service_env = {**os.environ, **env}
         es = [sys.executable, "-m", "services.cli", "serve"]

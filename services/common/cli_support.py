@@ -1,5 +1,5 @@
 """What every `es` command shares: settings with logging configured, printing results (text lines, and
-with `--json` one JSON object on the last line of stdout), and turning a failed RPC into an exit code."""
+with `--json` one JSON object alone on stdout), and turning a failed RPC into an exit code."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 from services.common.logging import configure_logging
 from services.common.settings import Settings
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on the last line.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object, alone on stdout.")]
 
 
 def load_settings() -> Settings:
@@ -33,12 +33,19 @@ def as_dict(message: Message) -> dict[str, Any]:
 
 
 def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    """The lines for a person on stdout; with --json, stdout carries only the JSON object and the lines go to
+    stderr, so `es ... --json | jq` reads one object."""
     for line in lines:
-        typer.echo(line)
+        typer.echo(line, err=as_json)
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
 
 
-def rpc_failed(error: grpc.RpcError, address: str) -> typer.Exit:
+def rpc_failed(error: grpc.RpcError, address: str, variable: str | None = None) -> typer.Exit:
+    """Prints the failed call's status and reason; when nothing answered, also what to do about it (start the
+    service, or set `variable`, the setting that names its address)."""
     typer.echo(f"error: {error.code().name} from {address}: {error.details()}", err=True)
+    if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and variable:
+        typer.echo(f"  is the service running there? `es up` starts the stack (and writes its addresses to "
+                   f"<state>/env to `source`); or set {variable} to where it runs", err=True)
     return typer.Exit(1)

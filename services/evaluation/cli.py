@@ -88,7 +88,7 @@ def send_sessions(settings: Settings, dataset: EvalDataset, ranker: Any, session
                 released = stub.ReleaseBatch(pb.ReleaseBatchRequest(release_id=f"emulate-{digest}"),
                                              timeout=60).released_batch
         except grpc.RpcError as error:
-            raise rpc_failed(error, settings.ingest_addr) from error
+            raise rpc_failed(error, settings.ingest_addr, "ES_INGEST_ADDR") from error
     return summary, released, item_vectors
 
 
@@ -112,7 +112,8 @@ def emulate(
     model: Annotated[Path | None, typer.Option(help="The production ranker: a sentence-transformers folder "
                                                     "(default: the packaged all-MiniLM-L6-v2).")] = None,
     top_k: Annotated[int, typer.Option(min=1, help="Results shown per session.")] = 20,
-    release: Annotated[bool, typer.Option(help="Release the batch when every session is in.")] = True,
+    release: Annotated[bool, typer.Option(help="Release the batch when every session is in (default: leave it "
+                                               "collecting; `es task create` releases it).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Simulate users searching a data set and send their sessions to ingest (ES_INGEST_ADDR)."""
@@ -125,6 +126,8 @@ def emulate(
     lines += [f"  rejected #{e.index}: {e.code} {e.reason}" for e in summary.errors[:5]]
     if released is not None:
         lines.append(f"released {released.batch_id} with {released.session_count} sessions")
+    else:
+        lines.append("the batch is still collecting: `es task create PLUGIN` releases it and fine-tunes on it")
     emit({"sessions_sent": summary.messages, "sessions_accepted": summary.sessions_accepted,
           "sessions_duplicate": summary.sessions_duplicate, "rejected": summary.rejected,
           "clicks": summary.events_accepted, "batch_id": released.batch_id if released else None},

@@ -1,5 +1,6 @@
-"""`es model best|download`: ask the registry which model version of a plugin is best, and download a
-version's files, checked against the sha256 recorded when the model was saved."""
+"""`es model best|list|download` and `es iteration list|get`: ask the registry which model version of a
+plugin is best, list versions and iterations, and download a version's files, checked against the sha256
+recorded when the model was saved."""
 
 from __future__ import annotations
 
@@ -30,19 +31,68 @@ def _scores_line(scores: pb.HeldOutScores) -> str:
             f"{', ' + recall if recall else ''} on {scores.sessions} held-out sessions")
 
 
+def _call(rpc: str, request: object) -> object:
+    """Calls the RegistryService method `rpc`; a failure exits with its status."""
+    settings = load_settings()
+    with open_channel(settings.registry_addr, settings) as channel:
+        try:
+            return getattr(registry_pb2_grpc.RegistryServiceStub(channel), rpc)(request, timeout=60)
+        except grpc.RpcError as error:
+            raise rpc_failed(error, settings.registry_addr, "ES_REGISTRY_ADDR") from error
+
+
+@app.command("list")
+def list_versions(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a plugin's model versions, oldest first, with their held-out scores; the best is marked."""
+    versions = _call("ListModelVersions", pb.ListModelVersionsRequest(fine_tuning_method=plugin)).versions
+    lines = [f"{'*' if v.is_best else ' '} version {v.version}: "
+             + ("initial model" if v.is_initial else f"batch {v.batch_id}, {_scores_line(v.scores)}")
+             for v in versions]
+    emit({"versions": [as_dict(v) for v in versions]}, as_json, lines or [f"{plugin} has no model versions"])
+
+
+iteration_app = typer.Typer(help="Iterations: the fine-tunings of a plugin, one per batch, with their runs "
+                                 "(the registry service).", no_args_is_help=True)
+
+
+def _iteration_lines(iteration: pb.Iteration) -> list[str]:
+    lines = [f"{iteration.iteration_id}: {iteration.name} ({len(iteration.runs)} runs)"]
+    for run in iteration.runs:
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(run.metrics.items()) if k.startswith("test_"))
+        params = ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()))
+        lines.append(f"  run {run.run_id} {run.status}: {params}" + (f"; {metrics}" if metrics else ""))
+    return lines
+
+
+@iteration_app.command("list")
+def list_iterations(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a plugin's iterations with their runs."""
+    iterations = _call("ListIterations", pb.ListIterationsRequest(fine_tuning_method=plugin)).iterations
+    lines = [line for iteration in iterations for line in _iteration_lines(iteration)]
+    emit({"iterations": [as_dict(i) for i in iterations]}, as_json, lines or [f"{plugin} has no iterations"])
+
+
+@iteration_app.command("get")
+def get_iteration(iteration_id: Annotated[str, typer.Argument(help="The iteration's id.")],
+                  as_json: JsonOption = False) -> None:
+    """Show one iteration with its runs, their parameters and held-out metrics."""
+    iteration = _call("GetIteration", pb.GetIterationRequest(iteration_id=iteration_id)).iteration
+    emit(as_dict(iteration), as_json, _iteration_lines(iteration))
+
+
 @app.command("best")
 def best(
     plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
     as_json: JsonOption = False,
 ) -> None:
     """Show the best model version of a plugin: where it came from and why it is best."""
-    settings = load_settings()
-    with open_channel(settings.registry_addr, settings) as channel:
-        try:
-            model = registry_pb2_grpc.RegistryServiceStub(channel).GetBestModel(
-                pb.GetBestModelRequest(fine_tuning_method=plugin), timeout=60).model
-        except grpc.RpcError as error:
-            raise rpc_failed(error, settings.registry_addr) from error
+    model = _call("GetBestModel", pb.GetBestModelRequest(fine_tuning_method=plugin)).model
     lines = [f"{plugin}: version {model.version}{' (initial model)' if model.is_initial else ''}",
              f"why: {model.reason}"]
     if not model.is_initial:
@@ -101,7 +151,7 @@ def fetch_model(settings: Settings, plugin: str, version: str, out: Path | None)
                     typer.echo(f"error: {error}", err=True)
                     raise typer.Exit(1) from error
         except grpc.RpcError as error:
-            raise rpc_failed(error, settings.registry_addr) from error
+            raise rpc_failed(error, settings.registry_addr, "ES_REGISTRY_ADDR") from error
     return header, folder
 
 

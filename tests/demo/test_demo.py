@@ -32,8 +32,9 @@ def test_the_demo_runs_every_service_and_reports_quality_before_and_after(tmp_pa
          "--trials", "1", "--state-dir", str(state), "--json"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "ES_AUTH_TOKEN": token})
     assert done.returncode == 0, done.stderr[-5000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "nDCG@10" in done.stdout and "MRR@10" in done.stdout and "recall@100" in done.stdout
+    [line] = done.stdout.strip().splitlines()  # --json: stdout is the JSON object alone
+    report = json.loads(line)
+    assert "nDCG@10" in done.stderr and "MRR@10" in done.stderr and "recall@100" in done.stderr
     for key in ("ndcg10_before", "ndcg10_after", "mrr10_before", "mrr10_after", "recall100_before",
                 "recall100_after"):
         assert 0.0 <= report[key] <= 1.0

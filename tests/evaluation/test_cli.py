@@ -29,8 +29,9 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
 
 def test_emulate_sends_the_sessions_releases_the_batch_and_is_idempotent(ingest, ingest_server, small_dataset) -> None:
+    """With --release; without it (the default) the batch keeps collecting for `es task create` to release."""
     items, queries = small_dataset
-    args = ("emulate", "--items", str(items), "--queries", str(queries), "--sessions", "40", "--json")
+    args = ("emulate", "--items", str(items), "--queries", str(queries), "--sessions", "40", "--release", "--json")
     first = es(*args, address=ingest_server.address)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout.strip().splitlines()[-1])
@@ -44,6 +45,19 @@ def test_emulate_sends_the_sessions_releases_the_batch_and_is_idempotent(ingest,
     assert ingest.GetBatch(pb.GetBatchRequest()).batch.session_count == 0  # nothing new went to batch-2
 
 
+
+def test_emulate_leaves_the_batch_collecting_by_default(ingest, ingest_server, small_dataset) -> None:
+    items, queries = small_dataset
+    before = ingest.GetBatch(pb.GetBatchRequest()).batch
+    done = es("emulate", "--items", str(items), "--queries", str(queries), "--sessions", "12", "--seed", "5", "--json",
+              address=ingest_server.address)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["batch_id"] is None and "es task create" in done.stderr
+    after = ingest.GetBatch(pb.GetBatchRequest()).batch
+    assert after.batch_id == before.batch_id and after.status == pb.BATCH_STATUS_COLLECTING
+    assert after.session_count == before.session_count + report["sessions_accepted"] > before.session_count
+
 def test_evaluate_scores_a_model_and_compares_it_with_a_baseline(small_dataset) -> None:
     items, queries = small_dataset
     model = str(get_model_path())
@@ -53,7 +67,7 @@ def test_evaluate_scores_a_model_and_compares_it_with_a_baseline(small_dataset) 
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 < report["ndcg10"] <= 1 and report["ndcg10"] == report["ndcg10_baseline"]
     assert (report["ndcg10_gain_ci_low"], report["ndcg10_gain_ci_high"]) == (0.0, 0.0)
-    assert "nDCG@10 gain +0.0000" in result.stdout
+    assert "nDCG@10 gain +0.0000" in result.stderr
 
 
 def test_bad_inputs_are_refused_with_the_reason(small_dataset, tmp_path) -> None:

@@ -16,12 +16,13 @@ def es(*args: str, address: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(VENV_BIN / "es"), *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_batch_release_prints_the_released_batch_and_json_on_the_last_line(ingest, ingest_server) -> None:
+def test_batch_release_prints_the_released_batch_and_json_alone_on_stdout(ingest, ingest_server) -> None:
     ingest.RegisterSession(session_request("s1"))
     result = es("batch", "release", "--release-id", "nightly-1", "--json", address=ingest_server.address)
     assert result.returncode == 0, result.stderr
-    assert "released batch-1 with 1 sessions" in result.stdout
-    last = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "released batch-1 with 1 sessions" in result.stderr  # --json: stdout is the JSON object alone
+    [line] = result.stdout.strip().splitlines()
+    last = json.loads(line)
     assert last["released_batch"]["release_id"] == "nightly-1"
     assert last["next_batch"]["batch_id"] == "batch-2"
 

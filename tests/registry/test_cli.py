@@ -19,7 +19,7 @@ from sentence_transformers import SentenceTransformer
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
 from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, stored_archive
-from tests.servers import REPO_ROOT
+from tests.servers import REPO_ROOT, VENV_BIN
 
 # `es model …` once services/cli.py mounts this app; until then the app is run directly.
 _ES_MODEL = "from services.registry.cli import app; app(prog_name='es model')"
@@ -43,8 +43,8 @@ def test_model_best_says_which_version_is_best_why_and_prints_json_last(
     registry.SubmitCandidate(candidate(plugin, run_id, 0.61, "1", 0.52, "batch-4", "task-2"))
     result = es_model("best", plugin, "--json", address=registry_server.address)
     assert result.returncode == 0, result.stderr
-    assert f"{plugin}: version 2" in result.stdout
-    assert "beat: version 1 with nDCG@10 0.5200" in result.stdout and f"run {run_id}" in result.stdout
+    assert f"{plugin}: version 2" in result.stderr
+    assert "beat: version 1 with nDCG@10 0.5200" in result.stderr and f"run {run_id}" in result.stderr
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert (last["version"], last["is_best"], last["batch_id"]) == ("2", True, "batch-4")
 
@@ -64,7 +64,7 @@ def test_model_download_extracts_a_verified_model_that_loads(
                       address=registry_server.address)
     assert result.returncode == 0, result.stderr
     last = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (last["version"], last["path"]) == ("1", str(out)) and "verified" in result.stdout
+    assert (last["version"], last["path"]) == ("1", str(out)) and "verified" in result.stderr
     sentences = ["red running shoes"]
     np.testing.assert_allclose(SentenceTransformer(str(out), device="cpu").encode(sentences),
                                SentenceTransformer(str(tiny_model_dir), device="cpu").encode(sentences), atol=1e-6)
@@ -108,3 +108,32 @@ def test_model_download_refuses_a_version_that_is_not_a_number_and_writes_nothin
     assert result.returncode == 1
     assert "'1/../../escaped'" in result.stderr and "not a version number" in result.stderr
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*")] == [Path("a"), Path("a/b")]
+
+
+def test_model_list_and_iteration_list_get_show_versions_and_runs(
+        registry, registry_server, mlflow_client, tiny_model_dir) -> None:
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    run_id = log_trial(mlflow_client, plugin, "batch-9", "task-9", tiny_model_dir,
+                       params={"items_lr": "2e-05"}, metrics={"test_ndcg_at_10": 0.61, "train_loss": 1.5})
+    registry.SubmitCandidate(candidate(plugin, run_id, 0.61, "1", 0.52, "batch-9", "task-9"))
+
+    listed = es_model("list", plugin, address=registry_server.address)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [
+        "  version 1: initial model",
+        "* version 2: batch batch-9, nDCG@10 0.6100, MRR@10 0.6100, recall@100 0.8100 on 40 held-out sessions"]
+    as_json = json.loads(es_model("list", plugin, "--json", address=registry_server.address).stdout)
+    assert [(v["version"], v["is_best"]) for v in as_json["versions"]] == [("1", False), ("2", True)]
+
+    env = {**os.environ, "ES_REGISTRY_ADDR": registry_server.address}
+    iterations = subprocess.run([str(VENV_BIN / "es"), "iteration", "list", plugin, "--json"], env=env,
+                                capture_output=True, text=True, timeout=120)
+    assert iterations.returncode == 0, iterations.stderr
+    [iteration] = json.loads(iterations.stdout)["iterations"]
+    assert iteration["batch_id"] == "batch-9" and [r["run_id"] for r in iteration["runs"]] == [run_id]
+    shown = subprocess.run([str(VENV_BIN / "es"), "iteration", "get", iteration["iteration_id"]], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"run {run_id} FINISHED: items_lr=2e-05; test_ndcg_at_10 0.6100" in shown.stdout
+    assert "train_loss" not in shown.stdout  # held-out metrics only

@@ -113,6 +113,6 @@ class DefaultFineTuningMethod(FineTuningMethod):
             fine_tuning_settings=self.settings,
             initial_params=self.initial_params,
             ranking_data=ranking_dataset,
-            # One trial: the space's first point (lr 2e-5); a task's metadata initial_max_evals asks for more.
+            # One trial: the space's first point (lr 2e-5); a task's max_trials (es task create --trials) asks for more.
             initial_max_evals=1,
         )

@@ -19,8 +19,8 @@ import typer
 from services import demo
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
+from services.client.channels import open_channel
 from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
-from services.common.client import open_channel
 from services.common.server import run_service
 from services.common.settings import Limits
 from services.evaluation import cli as evaluation_cli

@@ -20,12 +20,11 @@ from typing import Annotated
 
 import grpc
 import typer
-from google.protobuf import struct_pb2
 from rich.console import Console
 
 from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
+from services.client.channels import open_channel
 from services.common.cli_support import JsonOption, emit, load_settings, rpc_failed
-from services.common.client import open_channel
 from services.evaluation.cli import (
     ItemsOption,
     QueriesOption,
@@ -37,7 +36,6 @@ from services.evaluation.cli import (
 )
 from services.launcher import LocalStack
 from services.trainer.cli import follow
-from services.trainer.tasks import MAX_EVALS_KEY
 
 DEFAULT_PLUGIN = "Default Fine Tuning Method"
 TEST_RATIO = 0.2
@@ -86,14 +84,11 @@ def demo(
         summary, _, base_vectors = send_sessions(settings, dataset, base, sessions, seed, TEST_RATIO, TOP_K,
                                                  release=False)
         _say(console, f"ingest stored {summary.sessions_accepted} sessions with {summary.events_accepted} clicks")
-        metadata = struct_pb2.Struct()
-        if trials is not None:
-            metadata.update({MAX_EVALS_KEY: trials})
         with open_channel(settings.trainer_addr, settings) as channel:
             stub = trainer_pb2_grpc.TrainerServiceStub(channel)
             try:
                 task = stub.CreateTask(trainer_pb2.CreateTaskRequest(
-                    fine_tuning_method=plugin, metadata=metadata,
+                    fine_tuning_method=plugin, max_trials=trials or 0,
                     idempotency_key=f"demo-{seed}-{sessions}-{trials}"), timeout=120).task
                 _say(console, f"task {task.task_id} fine-tunes {plugin!r} on {task.batch_id}")
                 task = follow(stub, task.task_id, console)

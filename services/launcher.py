@@ -23,11 +23,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.client import open_channel
-from services.common.settings import Settings
+from services.client.channels import open_channel
+from services.common.settings import Settings, default_plugins_path
 
 SERVICES = ("ingest", "dataprep", "registry", "trainer")
-REPO_PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
 def free_port() -> int:
@@ -58,10 +57,8 @@ def nats_server_binary() -> str:
 
 def _plugins_path(configured: str | None) -> Path:
     """The plugins folder as an absolute path (the children run in the state folder): the configured one,
-    else ./plugins, else the repository's."""
-    if configured:
-        return Path(configured).resolve()
-    return Path("plugins").resolve() if Path("plugins").is_dir() else REPO_PLUGINS
+    else `default_plugins_path()`."""
+    return Path(configured).resolve() if configured else default_plugins_path()
 
 
 @dataclass

@@ -11,6 +11,7 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from services.common.errors import ServiceError, Unavailable
 from services.common.logging import configure_logging
 from services.common.settings import Settings
 
@@ -48,4 +49,14 @@ def rpc_failed(error: grpc.RpcError, address: str, variable: str | None = None) 
     if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and variable:
         typer.echo(f"  is the service running there? `es up` starts the stack (and writes its addresses to "
                    f"<state>/env to `source`); or set {variable} to where it runs", err=True)
+    return typer.Exit(1)
+
+
+def service_failed(error: ServiceError, address: str, variable: str | None = None) -> typer.Exit:
+    """`rpc_failed` for a client's domain error (`services.client`): its message, and when nothing
+    answered, what to do about it."""
+    typer.echo(f"error: {error.message}", err=True)
+    if isinstance(error, Unavailable) and variable:
+        typer.echo(f"  is the service running at {address}? `es up` starts the stack (and writes its addresses "
+                   f"to <state>/env to `source`); or set {variable} to where it runs", err=True)
     return typer.Exit(1)

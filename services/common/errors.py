@@ -57,6 +57,14 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Unauthenticated(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 def field_violation(error: grpc.RpcError) -> error_details_pb2.BadRequest.FieldViolation | None:
     """The first field violation a failed call carried, if any (for clients and tests)."""
     status = rpc_status.from_call(error)

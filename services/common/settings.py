@@ -6,11 +6,25 @@ Every setting has a default that works on one machine; the local defaults all li
 
 from __future__ import annotations
 
+import sysconfig
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The plugins shipped with the product: the repository's folder, or where an installed wheel puts it
+# (pyproject.toml's data-files, under the environment's prefix).
+REPO_PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+INSTALLED_PLUGINS = Path(sysconfig.get_path("data")) / "share" / "embedding-studio" / "plugins"
+
+
+def default_plugins_path() -> Path:
+    """ES_PLUGINS_PATH's default, absolute: ./plugins when there is one, else the shipped plugins (the
+    repository's, or an installed wheel's)."""
+    if Path("plugins").is_dir():
+        return Path("plugins").resolve()
+    return REPO_PLUGINS if REPO_PLUGINS.is_dir() else INSTALLED_PLUGINS
 
 
 def local_path(uri: str) -> str:
@@ -50,7 +64,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ES_", env_file=".env", extra="ignore")
 
     state_dir: Path = Field(Path.home() / ".embedding_studio", description="Folder of every local default.")
-    plugins_path: Path = Field(Path("plugins"), description="Folder the plugins are discovered in.")
+    plugins_path: Path = Field(default_factory=default_plugins_path, description="Folder the plugins are discovered "
+                               "in; default ./plugins if there is one, else the shipped plugins.")
     nats_url: str = "nats://127.0.0.1:4222"
     clickstream_db_url: str = Field("", description="SQLAlchemy URL; default SQLite under ES_STATE_DIR.")
     mlflow_tracking_uri: str = Field("", description="Default: SQLite store under ES_STATE_DIR.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc, dataprep_pb2, dataprep_pb2_grpc, trainer_pb2_grpc
-from services.common.client import open_aio_channel
+from services.client.channels import open_aio_channel
 from services.common.consumer import DurablePullConsumer
 from services.common.logging import get_logger
 from services.common.nats import DATAPREP_REQUESTED, NatsConnection

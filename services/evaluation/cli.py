@@ -7,13 +7,12 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
-from services.api.embedding_studio.v1 import clickstream_pb2_grpc
-from services.common.cli_support import JsonOption, emit, load_settings, rpc_failed
-from services.common.client import open_channel
+from services.client.clickstream import ClickstreamClient
+from services.common.cli_support import JsonOption, emit, load_settings, service_failed
+from services.common.errors import ServiceError
 from services.common.settings import Settings
 from services.evaluation.datasets import EvalDataset, bbc_news, load_dataset
 
@@ -67,28 +66,17 @@ def send_sessions(settings: Settings, dataset: EvalDataset, ranker: Any, session
     item_vectors = encode(ranker, [i.text for i in dataset.items], show_progress_bar=True)
     indices, scores = rank(encode(ranker, [q.text for q in train]), item_vectors, top_k)
     simulated = simulate_sessions(dataset, train, indices, scores, sessions, seed=seed)
-    summary = pb.IngestResponse()
     released = None
-    with open_channel(settings.ingest_addr, settings) as channel:
-        stub = clickstream_pb2_grpc.ClickstreamServiceStub(channel)
-        try:
-            for start in range(0, len(simulated), 500):
-                chunk = simulated[start:start + 500]
-                # created_at 0 lets the server stamp its time while a replay stays the same content, so
-                # running the same emulation again is answered as duplicates rather than conflicts.
-                part = stub.Ingest(iter([pb.IngestRequest(session=register_request(s)) for s in chunk]),
-                                   timeout=300)
-                for error in part.errors:  # indices are per stream; report them per emulated session
-                    summary.errors.add(index=start + error.index, code=error.code, reason=error.reason)
-                for field in ("messages", "sessions_accepted", "sessions_duplicate", "events_accepted",
-                              "events_duplicate", "rejected"):
-                    setattr(summary, field, getattr(summary, field) + getattr(part, field))
+    # created_at 0 lets the server stamp its time while a replay stays the same content, so running the
+    # same emulation again is answered as duplicates rather than conflicts.
+    try:
+        with ClickstreamClient(settings.ingest_addr, settings=settings) as client:
+            summary = client.ingest(register_request(s) for s in simulated)
             if release:
                 digest = hashlib.sha256(f"{seed}:{sessions}:{len(dataset.items)}".encode()).hexdigest()[:12]
-                released = stub.ReleaseBatch(pb.ReleaseBatchRequest(release_id=f"emulate-{digest}"),
-                                             timeout=60).released_batch
-        except grpc.RpcError as error:
-            raise rpc_failed(error, settings.ingest_addr, "ES_INGEST_ADDR") from error
+                released = client.release_batch(f"emulate-{digest}")
+    except ServiceError as error:
+        raise service_failed(error, settings.ingest_addr, "ES_INGEST_ADDR") from error
     return summary, released, item_vectors
 
 

@@ -4,22 +4,20 @@ recorded when the model was saved."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import grpc
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
-from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
-from services.common.client import open_channel
-from services.common.mlflow_models import ModelArchiveError, extract_model_archive
+from services.client.channels import open_channel
+from services.client.registry import RegistryClient
+from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed, service_failed
+from services.common.errors import ServiceError
 from services.common.settings import Settings
 
 app = typer.Typer(help="Model versions (the registry service).", no_args_is_help=True)
@@ -106,53 +104,24 @@ def best(
     emit(as_dict(model), as_json, lines)
 
 
-def _default_out(plugin: str, version: str) -> Path:
-    return Path.cwd() / f"{re.sub(r'[^A-Za-z0-9._-]+', '-', plugin).strip('-')}-v{version}"
-
-
 def fetch_model(settings: Settings, plugin: str, version: str, out: Path | None) -> tuple[pb.ModelArchive, Path]:
-    """Streams a version through DownloadModel (progress on stderr), checks its size and sha256, and
-    extracts it into `out` (default ./<plugin>-v<version>); exits with a message on any mismatch."""
-    with open_channel(settings.registry_addr, settings) as channel:
-        stream = registry_pb2_grpc.RegistryServiceStub(channel).DownloadModel(
-            pb.DownloadModelRequest(fine_tuning_method=plugin, version=version), timeout=3600)
-        try:
-            header = next(stream).archive
-            if not re.fullmatch(r"[1-9][0-9]*", header.version):
-                typer.echo(f"error: the registry at {settings.registry_addr} answered version {header.version!r} "
-                           f"for {plugin}, which is not a version number; nothing was written", err=True)
-                raise typer.Exit(1)
-            folder = out or _default_out(plugin, header.version)
-            if folder.exists() and any(folder.iterdir()):
-                typer.echo(f"error: {folder} is not empty; choose another --out", err=True)
-                raise typer.Exit(1)
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix=".es-download-", dir=folder.parent) as tmp:
-                tar_path = Path(tmp) / "model.tar"
-                digest, received = hashlib.sha256(), 0
-                progress = Progress(TextColumn(f"{plugin} v{header.version}"), BarColumn(), DownloadColumn(),
-                                    TransferSpeedColumn(), console=Console(stderr=True))
-                with progress, open(tar_path, "wb") as handle:
-                    task = progress.add_task("download", total=header.size_bytes)
-                    for message in stream:
-                        handle.write(message.chunk)
-                        digest.update(message.chunk)
-                        received += len(message.chunk)
-                        progress.update(task, advance=len(message.chunk))
-                if digest.hexdigest() != header.sha256 or received != header.size_bytes:
-                    typer.echo(f"error: the download of {plugin} version {header.version} does not match the "
-                               f"registry's record: got {received} bytes with sha256 {digest.hexdigest()}, expected "
-                               f"{header.size_bytes} bytes with sha256 {header.sha256}; nothing was extracted",
-                               err=True)
-                    raise typer.Exit(1)
-                try:
-                    extract_model_archive(tar_path, folder)
-                except ModelArchiveError as error:
-                    typer.echo(f"error: {error}", err=True)
-                    raise typer.Exit(1) from error
-        except grpc.RpcError as error:
-            raise rpc_failed(error, settings.registry_addr, "ES_REGISTRY_ADDR") from error
-    return header, folder
+    """Downloads a version through `RegistryClient.download` (progress on stderr, size and sha256 checked)
+    into `out` (default ./<plugin>-v<version>); exits with a message on any failure."""
+    progress = Progress(TextColumn(f"{plugin}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                        console=Console(stderr=True))
+    bar: list[TaskID] = []
+
+    def advance(archive: pb.ModelArchive, received: int) -> None:
+        if not bar:
+            bar.append(progress.add_task("download", total=archive.size_bytes))
+        progress.update(bar[0], completed=received)
+
+    try:
+        with RegistryClient(settings.registry_addr, settings=settings) as registry, progress:
+            downloaded = registry.download(plugin, version, out, on_progress=advance)
+    except ServiceError as error:
+        raise service_failed(error, settings.registry_addr, "ES_REGISTRY_ADDR") from error
+    return downloaded.archive, downloaded.path
 
 
 @app.command("download")

@@ -22,8 +22,8 @@ from rich.progress import (
 
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
 from services.api.embedding_studio.v1 import trainer_pb2_grpc
+from services.client.channels import open_channel
 from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
-from services.common.client import open_channel
 
 app = typer.Typer(help="Fine-tuning tasks (the trainer service).", no_args_is_help=True)
 
@@ -33,7 +33,8 @@ def status_name(status: int) -> str:
 
 def task_lines(task: pb.Task) -> list[str]:
     lines = [f"task {task.task_id}: {status_name(task.status)} ({task.progress.stage or '-'}), "
-             f"plugin {task.fine_tuning_method!r}, batch {task.batch_id}, attempt {task.attempt}"]
+             f"plugin {task.fine_tuning_method!r}, batch {task.batch_id}, attempt {task.attempt}"
+             + (f", {task.max_trials} trials" if task.max_trials else "")]
     if task.error:
         lines.append(f"error: {task.error}")
     if task.model_version:
@@ -70,6 +71,8 @@ def create(
     idempotency_key: Annotated[str | None, typer.Option(help="A retry with the same key returns the same task. "
                                                              "Default: a fresh one.")] = None,
     metadata: Annotated[str, typer.Option(help="JSON object stored with the task.")] = "{}",
+    trials: Annotated[int | None, typer.Option(min=1, max=1000, help="Hyperparameter trials for this task "
+                                                                     "(default: the plugin's own).")] = None,
     watch_it: Annotated[bool, typer.Option("--watch", help="Then follow it until it ends, as `es task watch` "
                                                            "does (exit 1 unless it ends done).")] = False,
     as_json: JsonOption = False,
@@ -81,7 +84,7 @@ def create(
     except (ValueError, json_format.ParseError) as error:
         typer.echo(f"error: --metadata must be a JSON object: {error}", err=True)
         raise typer.Exit(2) from error
-    request = pb.CreateTaskRequest(fine_tuning_method=plugin, batch_id=batch_id, metadata=meta,
+    request = pb.CreateTaskRequest(fine_tuning_method=plugin, batch_id=batch_id, metadata=meta, max_trials=trials or 0,
                                    idempotency_key=idempotency_key or f"cli-{uuid.uuid4()}")
     with open_channel(settings.trainer_addr, settings) as channel:
         try:

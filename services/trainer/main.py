@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
-from services.common.client import open_aio_channel, open_channel
+from services.client.channels import open_aio_channel, open_channel
 from services.common.consumer import DurablePullConsumer
 from services.common.logging import get_logger
 from services.common.mlflow_models import apply_mlflow_client_defaults

@@ -26,7 +26,7 @@ from services.common.errors import (
 from services.common.logging import get_logger
 from services.common.settings import Limits
 from services.trainer.runner import TaskRunner
-from services.trainer.tasks import MAX_EVALS_KEY, TERMINAL, TaskRecord, TaskStore, now_s
+from services.trainer.tasks import LEGACY_MAX_EVALS_KEY, MAX_TRIALS, TERMINAL, TaskRecord, TaskStore, now_s
 
 log = get_logger("trainer")
 
@@ -96,13 +96,12 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         except ValueError as error:  # NaN or an infinity: JSON has neither
             raise InvalidArgument("metadata", f"cannot be stored as JSON: {error}") from error
 
-        if MAX_EVALS_KEY in request.metadata.fields:
-            value = request.metadata.fields[MAX_EVALS_KEY]
-            number = value.number_value if value.WhichOneof("kind") == "number_value" else None
-            if number is None or number != int(number) or not 1 <= number <= 1000:
-                raise InvalidArgument(f"metadata.{MAX_EVALS_KEY}", (
-                    "must be a whole number of trials in 1..1000; it replaces the plugin's initial_max_evals "
-                    "for this task"))
+        if LEGACY_MAX_EVALS_KEY in request.metadata.fields:
+            raise InvalidArgument(f"metadata.{LEGACY_MAX_EVALS_KEY}", (
+                "is no longer read; set the request's max_trials (es task create --trials N) instead"))
+        if not 0 <= request.max_trials <= MAX_TRIALS:
+            raise InvalidArgument("max_trials", f"is {request.max_trials}; it lies in 1..{MAX_TRIALS}, or 0 for the "
+                                                "plugin's own number of trials")
 
         existing_id = await self._store.task_of_key(request.idempotency_key)
         if existing_id is not None:
@@ -119,7 +118,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         created = now_s()
         task = pb.Task(task_id=task_id, fine_tuning_method=request.fine_tuning_method, batch_id=batch_id,
                        status=pb.TASK_STATUS_PENDING, idempotency_key=request.idempotency_key,
-                       created_at=created, updated_at=created, attempt=1)
+                       created_at=created, updated_at=created, attempt=1, max_trials=request.max_trials)
         task.metadata.CopyFrom(request.metadata)
         task.progress.stage = "dataprep"
         if await self._store.create(TaskRecord(task)) is None:  # a concurrent retry created it first
@@ -135,11 +134,11 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             task = (await self._store.get(task_id)).task
         except ServiceError:
             return None
-        if task.fine_tuning_method != request.fine_tuning_method or (request.batch_id
-                                                                     and request.batch_id != task.batch_id):
+        if (task.fine_tuning_method != request.fine_tuning_method or task.max_trials != request.max_trials
+                or (request.batch_id and request.batch_id != task.batch_id)):
             raise AlreadyExists(f"idempotency_key: task {task_id} was created under this key for plugin "
-                                f"{task.fine_tuning_method!r} and batch {task.batch_id!r}; use a new key for "
-                                "another task")
+                                f"{task.fine_tuning_method!r}, batch {task.batch_id!r} and max_trials "
+                                f"{task.max_trials}; use a new key for another task")
         return pb.CreateTaskResponse(task=task, duplicate=True)
 
     async def GetTask(self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext) -> pb.GetTaskResponse:

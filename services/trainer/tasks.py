@@ -27,8 +27,10 @@ from services.common.errors import NotFound, Unavailable
 from services.common.nats import NatsConnection, open_bucket
 
 BUCKET = "es_trainer_tasks"
-# A task's metadata key that overrides the plugin's number of trials for that task.
-MAX_EVALS_KEY = "initial_max_evals"
+# The metadata key that set a task's number of trials before CreateTaskRequest.max_trials: records
+# stored then still train that many; CreateTask now refuses it and names max_trials.
+LEGACY_MAX_EVALS_KEY = "initial_max_evals"
+MAX_TRIALS = 1000
 TERMINAL = (pb.TASK_STATUS_DONE, pb.TASK_STATUS_CANCELED, pb.TASK_STATUS_ERROR)
 _TASK_PREFIX = "task."
 _IDEMPOTENCY_PREFIX = "idem."

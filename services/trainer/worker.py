@@ -30,7 +30,7 @@ from services.common.nats import DATASET_READY
 from services.fine_tuning.training.builder import TrialProgress
 from services.fine_tuning.training.loop import TrainingCanceled
 from services.trainer.runner import Outcome, TaskRunner, is_transient
-from services.trainer.tasks import MAX_EVALS_KEY, TERMINAL, TaskRecord, TaskStore, now_s
+from services.trainer.tasks import LEGACY_MAX_EVALS_KEY, TERMINAL, TaskRecord, TaskStore, now_s
 
 log = get_logger("trainer.worker")
 
@@ -65,9 +65,12 @@ def _apply_progress(task: pb.Task, latest: _Latest) -> None:
 
 
 def max_evals(task: pb.Task) -> int | None:
-    """The task's metadata `initial_max_evals` (checked by CreateTask), if it sets one."""
-    value = task.metadata.fields.get(MAX_EVALS_KEY)
-    return int(value.number_value) if value is not None else None
+    """The trials the task asked for (`max_trials`, checked by CreateTask), or None for the plugin's own. A
+    record stored before that field sets them in its metadata (`initial_max_evals`), and still gets them."""
+    if task.max_trials:
+        return task.max_trials
+    legacy = task.metadata.fields.get(LEGACY_MAX_EVALS_KEY)
+    return int(legacy.number_value) if legacy is not None and legacy.WhichOneof("kind") == "number_value" else None
 
 
 class TrainerWorker:

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
-from services.common.client import open_aio_channel, open_channel
+from services.client.channels import open_aio_channel, open_channel
 from services.common.errors import field_violation
 from services.common.settings import Limits, Settings
 from tests.ingest.helpers import session_request

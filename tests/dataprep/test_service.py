@@ -11,7 +11,7 @@ import pytest
 
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc, dataprep_pb2_grpc, events_pb2
 from services.api.embedding_studio.v1 import dataprep_pb2 as pb
-from services.common.client import open_channel
+from services.client.channels import open_channel
 from services.common.nats import DATASET_FAILED, DATASET_READY
 from services.common.settings import Limits, Settings
 from services.fine_tuning.data import DatasetKey, DatasetStore, ItemStorageProducer, loading_dataset, prepare_data

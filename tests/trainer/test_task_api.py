@@ -178,12 +178,21 @@ def test_malformed_ids_tokens_and_metadata_are_invalid_argument_naming_the_field
     assert field_violation(error).field == "metadata" and "ES_MAX_META_DEPTH is 16" in error.details()
 
 
-@pytest.mark.parametrize("value", [0, 2.5, "four", 5000])
-def test_a_trials_override_in_metadata_must_be_a_whole_number_in_range(
-        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub, value: object) -> None:
-    metadata = struct_pb2.Struct()
-    metadata.update({"initial_max_evals": value})
+@pytest.mark.parametrize("value", [-1, 1001])
+def test_max_trials_outside_1_to_1000_is_refused_naming_the_field(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub, value: int) -> None:
     error = refused(trainer_stub.CreateTask, trainer_pb2.CreateTaskRequest(
-        fine_tuning_method=PLUGIN, idempotency_key=f"bad-trials-{value}", metadata=metadata))
+        fine_tuning_method=PLUGIN, idempotency_key=f"bad-trials-{value}", max_trials=value))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violation(error).field == "metadata.initial_max_evals"
+    assert field_violation(error).field == "max_trials" and "1..1000" in error.details()
+
+
+def test_the_old_metadata_key_for_trials_is_refused_and_names_max_trials(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub) -> None:
+    metadata = struct_pb2.Struct()
+    metadata.update({"initial_max_evals": 2})
+    error = refused(trainer_stub.CreateTask, trainer_pb2.CreateTaskRequest(
+        fine_tuning_method=PLUGIN, idempotency_key="old-trials-key", metadata=metadata))
+    assert field_violation(error).field == "metadata.initial_max_evals" and "max_trials" in error.details()
+
+

@@ -27,9 +27,9 @@ def test_the_task_commands_drive_a_task_through_its_states(stack: Stack) -> None
     stack.knobs(epochs=2000, trials=1)  # long enough to cancel it while it runs
     stack.fill_batch("cli", sessions=60, seed=8)
     created = last_json(es(stack, trainer, "create", PLUGIN, "--idempotency-key", "cli-1",
-                           "--metadata", '{"initial_max_evals": 1}', "--json"))
+                           "--metadata", '{"team": "search"}', "--trials", "1", "--json"))
     task_id = created["task"]["task_id"]
-    assert created["task"]["metadata"] == {"initial_max_evals": 1.0}
+    assert created["task"]["metadata"] == {"team": "search"} and created["task"]["max_trials"] == 1
 
     again = es(stack, trainer, "create", PLUGIN, "--idempotency-key", "cli-1")
     assert again.returncode == 0 and "already created under this idempotency key" in again.stdout

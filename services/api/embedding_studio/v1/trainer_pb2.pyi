@@ -53,7 +53,7 @@ class TaskProgress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., trial: _Optional[int] = ..., trials_total: _Optional[int] = ..., epoch: _Optional[int] = ..., epochs_total: _Optional[int] = ..., step: _Optional[int] = ..., steps_total: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., metrics_step: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "fine_tuning_method", "batch_id", "status", "idempotency_key", "metadata", "created_at", "updated_at", "progress", "error", "model_version", "best_model_url", "promoted", "attempt", "worker", "requeued")
+    __slots__ = ("task_id", "fine_tuning_method", "batch_id", "status", "idempotency_key", "metadata", "created_at", "updated_at", "progress", "error", "model_version", "best_model_url", "promoted", "attempt", "worker", "requeued", "max_trials")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class Task(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     REQUEUED_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     fine_tuning_method: str
     batch_id: str
@@ -86,19 +87,22 @@ class Task(_message.Message):
     attempt: int
     worker: str
     requeued: int
-    def __init__(self, task_id: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., idempotency_key: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., error: _Optional[str] = ..., model_version: _Optional[str] = ..., best_model_url: _Optional[str] = ..., promoted: _Optional[bool] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., requeued: _Optional[int] = ...) -> None: ...
+    max_trials: int
+    def __init__(self, task_id: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., idempotency_key: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., error: _Optional[str] = ..., model_version: _Optional[str] = ..., best_model_url: _Optional[str] = ..., promoted: _Optional[bool] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., requeued: _Optional[int] = ..., max_trials: _Optional[int] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
-    __slots__ = ("fine_tuning_method", "batch_id", "metadata", "idempotency_key")
+    __slots__ = ("fine_tuning_method", "batch_id", "metadata", "idempotency_key", "max_trials")
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
     fine_tuning_method: str
     batch_id: str
     metadata: _struct_pb2.Struct
     idempotency_key: str
-    def __init__(self, fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    max_trials: int
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., max_trials: _Optional[int] = ...) -> None: ...
 
 class CreateTaskResponse(_message.Message):
     __slots__ = ("task", "duplicate")

@@ -1,10 +1,23 @@
 """The MLflow layout the trainer writes and the registry reads: experiment names, run tags, the model
-archive (a tar of a sentence-transformers folder, recorded with its sha256) and its safe extraction."""
+(an MLflow Model of the `sentence_transformers` flavor, or a tar for a model that flavor cannot hold),
+its sha256, and its safe extraction.
+
+A run's `model/` artifact is one of two layouts, named by the run's tag `es.model_layout`:
+
+- "sentence_transformers" (every text model): an MLflow Model, so `mlflow.sentence_transformers.load_model
+  ("models:/<plugin>@champion")` and `mlflow models serve` work; the sentence-transformers folder is
+  `model/model.sentence_transformer/` and carries the version's own model card (README.md). The sha256
+  recorded is that of `write_model_archive` of that folder, which is byte for byte repeatable, so the
+  registry rebuilds the archive it streams and the client's check covers the stored files.
+- "archive" (a two-tower `Router` model such as the CLIP plugin's, which the flavor cannot load, and every
+  run logged before the flavor): the tar itself, `model/model.tar`."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -29,8 +42,13 @@ KIND_INITIAL = "initial"
 KIND_TRIAL = "trial"
 TAG_SHA256 = "es.model_sha256"
 TAG_SIZE = "es.model_size"
+TAG_LAYOUT = "es.model_layout"
+LAYOUT_FLAVOR = "sentence_transformers"
+LAYOUT_ARCHIVE = "archive"
 
-MODEL_ARCHIVE_PATH = "model/model.tar"
+MODEL_ARTIFACT_DIR = "model"
+MODEL_ARCHIVE_PATH = "model/model.tar"  # the "archive" layout
+FLAVOR_DATA_PATH = "model/model.sentence_transformer"  # the flavor's folder in the "sentence_transformers" layout
 # The MLflow Model Registry alias of a plugin's best version; only the registry moves it.
 BEST_ALIAS = "champion"
 
@@ -99,10 +117,12 @@ def recorded_archive(run: Run) -> ModelArchive | None:
 
 
 def _reset_owner(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    # The same folder gives the same bytes (and sha256) wherever and whenever it is archived.
+    # The same folder gives the same bytes (and sha256) wherever and whenever it is archived, whatever
+    # modes the files got on the way (an artifact store's download may not keep them).
     member.uid = member.gid = 0
     member.uname = member.gname = ""
     member.mtime = 0
+    member.mode = 0o644
     return member
 
 
@@ -122,29 +142,82 @@ def write_model_archive(model_dir: Path, tar_path: Path) -> ModelArchive:
     return ModelArchive(sha256=sha256_of(tar_path), size_bytes=tar_path.stat().st_size)
 
 
-def log_model_folder(client: MlflowClient, run_id: str, model_dir: Path) -> ModelArchive:
-    """Logs a sentence-transformers folder as the run's MODEL_ARCHIVE_PATH and records its sha256 and
-    size as the run's TAG_SHA256 and TAG_SIZE."""
-    archive_dir, archive_name = PurePosixPath(MODEL_ARCHIVE_PATH).parent, PurePosixPath(MODEL_ARCHIVE_PATH).name
+def _is_two_tower(model_dir: Path) -> bool:
+    """Whether the folder's first module is a sentence-transformers `Router` (one folder per tower)."""
+    modules = json.loads((model_dir / "modules.json").read_text())
+    return bool(modules) and modules[0].get("type", "").rsplit(".", 1)[-1] == "Router"
+
+
+def _flavor_model(model_dir: Path, dest: Path, card: str | None) -> Path:
+    """The MLflow Model of the `sentence_transformers` flavor for a saved folder, written to `dest`; its
+    requirements are pinned to the installed sentence-transformers (nothing is inferred or downloaded)."""
+    import mlflow.sentence_transformers
+    import sentence_transformers
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    mlflow.sentence_transformers.save_model(
+        model, str(dest), pip_requirements=[f"sentence-transformers=={sentence_transformers.__version__}"])
+    data = dest / PurePosixPath(FLAVOR_DATA_PATH).name
+    for path in data.rglob("*"):
+        if path.suffix in _PICKLE_SUFFIXES:
+            raise ModelArchiveError(f"{path} looks pickled; save the model with safetensors")
+    if card is not None:
+        (data / "README.md").write_text(card)
+    return data
+
+
+def log_model_folder(client: MlflowClient, run_id: str, model_dir: Path, card: str | None = None) -> ModelArchive:
+    """Logs a saved sentence-transformers folder as the run's `model/` artifact (an MLflow Model of the
+    `sentence_transformers` flavor with `card` as its README.md, or the "archive" layout for a two-tower
+    model) and records the layout, the archive's sha256 and its size as run tags."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "modules.json").is_file():
+        raise ModelArchiveError(f"{model_dir} is not a sentence-transformers model folder (no modules.json)")
     with tempfile.TemporaryDirectory(prefix="es-model-") as tmp:
-        tar_path = Path(tmp) / archive_name
-        archive = write_model_archive(Path(model_dir), tar_path)
-        client.log_artifact(run_id, str(tar_path), str(archive_dir))
-    client.set_tag(run_id, TAG_SHA256, archive.sha256)
-    client.set_tag(run_id, TAG_SIZE, str(archive.size_bytes))
+        if _is_two_tower(model_dir):
+            layout, tar_path = LAYOUT_ARCHIVE, Path(tmp) / PurePosixPath(MODEL_ARCHIVE_PATH).name
+            if card is not None:  # the caller's folder stays as it is
+                model_dir = Path(shutil.copytree(model_dir, Path(tmp) / "folder"))
+                (model_dir / "README.md").write_text(card)
+            archive = write_model_archive(model_dir, tar_path)
+            client.log_artifact(run_id, str(tar_path), MODEL_ARTIFACT_DIR)
+        else:
+            layout, flavored = LAYOUT_FLAVOR, Path(tmp) / MODEL_ARTIFACT_DIR
+            data = _flavor_model(model_dir, flavored, card)
+            archive = write_model_archive(data, Path(tmp) / "archive.tar")  # its sha256 only; not stored
+            client.log_artifacts(run_id, str(flavored), MODEL_ARTIFACT_DIR)
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(TAG_LAYOUT, layout), RunTag(TAG_SHA256, archive.sha256),
+                                   RunTag(TAG_SIZE, str(archive.size_bytes))])
     return archive
+
+
+def fetch_model_archive(client: MlflowClient, run: Run, dest_dir: Path) -> Path:
+    """The run's model archive in `dest_dir`, unchecked: the stored tar of the "archive" layout, or the
+    tar `write_model_archive` builds from the flavor's stored folder. Raises MlflowException (missing
+    artifacts included) as MLflow raises it."""
+    run_id = run.info.run_id
+    if run.data.tags.get(TAG_LAYOUT) != LAYOUT_FLAVOR:
+        return Path(client.download_artifacts(run_id, MODEL_ARCHIVE_PATH, str(dest_dir)))
+    folder = Path(client.download_artifacts(run_id, FLAVOR_DATA_PATH, str(dest_dir)))
+    tar_path = dest_dir / "model.tar"
+    write_model_archive(folder, tar_path)
+    return tar_path
 
 
 def download_model_archive(client: MlflowClient, run_id: str, dest_dir: Path) -> tuple[Path, ModelArchive]:
     """Downloads a run's model archive into `dest_dir` and checks it against the recorded sha256."""
-    archive = recorded_archive(client.get_run(run_id))
+    run = client.get_run(run_id)
+    archive = recorded_archive(run)
     if archive is None:
         raise ModelArchiveError(f"run {run_id} has no model archive recorded (tag {TAG_SHA256})")
-    tar_path = Path(client.download_artifacts(run_id, MODEL_ARCHIVE_PATH, str(dest_dir)))
+    tar_path = fetch_model_archive(client, run, dest_dir)
     actual = sha256_of(tar_path)
     if actual != archive.sha256:
         raise ModelArchiveError(f"the model archive of run {run_id} has sha256 {actual}, but {archive.sha256} was "
-                                f"recorded when it was saved: the stored file was changed or damaged")
+                                f"recorded when it was saved: the stored files were changed or damaged")
     return tar_path, archive
 
 

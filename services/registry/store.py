@@ -26,15 +26,20 @@ from services.common.checks import parse_number
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.mlflow_models import (
     BEST_ALIAS,
+    FLAVOR_DATA_PATH,
     INITIAL_EXPERIMENT,
     KIND_INITIAL,
+    LAYOUT_FLAVOR,
     MODEL_ARCHIVE_PATH,
     TAG_BATCH,
     TAG_KIND,
+    TAG_LAYOUT,
     TAG_PLUGIN,
     TAG_PLUGIN_VERSION,
     TAG_TASK,
     ModelArchive,
+    ModelArchiveError,
+    fetch_model_archive,
     iteration_experiment_name,
     parse_iteration_experiment_name,
     recorded_archive,
@@ -313,15 +318,20 @@ class ModelStore:
         return ArchiveTarget(plugin, _number(chosen), chosen.run_id, archive)
 
     def download(self, target: ArchiveTarget, dest_dir: Path) -> Path:
-        """Downloads the archive as stored; the client checks it against the recorded sha256, so that a
-        damaged file is caught wherever it was damaged."""
+        """The version's archive (as stored, or rebuilt from the flavor's stored folder); the client checks
+        it against the recorded sha256, so that a damaged file is caught wherever it was damaged."""
+        run = self._run(target.run_id)
+        if run is None:
+            raise NotFound(f"version {target.version} of {target.fine_tuning_method!r}: its MLflow run "
+                           f"{target.run_id} is gone")
+        stored = FLAVOR_DATA_PATH if run.data.tags.get(TAG_LAYOUT) == LAYOUT_FLAVOR else MODEL_ARCHIVE_PATH
         try:
-            return Path(self._client.download_artifacts(target.run_id, MODEL_ARCHIVE_PATH, str(dest_dir)))
-        except MlflowException as error:
-            if not is_missing(error):
+            return fetch_model_archive(self._client, run, dest_dir)
+        except (MlflowException, ModelArchiveError) as error:
+            if isinstance(error, MlflowException) and not is_missing(error):
                 raise
-            raise NotFound(f"version {target.version} of {target.fine_tuning_method!r}: {MODEL_ARCHIVE_PATH} is "
-                           f"missing from the artifacts of run {target.run_id}") from error
+            raise NotFound(f"version {target.version} of {target.fine_tuning_method!r}: {stored} is "
+                           f"missing from the artifacts of run {target.run_id} ({error})") from error
 
     def submit(self, request: pb.SubmitCandidateRequest) -> Submitted:
         name = self._model_name(request.fine_tuning_method)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -12,17 +14,22 @@ from mlflow import MlflowClient
 from services.api.embedding_studio.v1 import events_pb2
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.common.mlflow_models import (
+    FLAVOR_DATA_PATH,
     INITIAL_EXPERIMENT,
     KIND_INITIAL,
     KIND_TRIAL,
     MODEL_ARCHIVE_PATH,
+    MODEL_ARTIFACT_DIR,
     TAG_BATCH,
     TAG_KIND,
     TAG_PLUGIN,
     TAG_PLUGIN_VERSION,
+    TAG_SHA256,
+    TAG_SIZE,
     TAG_TASK,
     iteration_experiment_name,
     log_model_folder,
+    write_model_archive,
 )
 from services.common.nats import MODEL_PROMOTED
 from tests.nats_reader import stream_messages
@@ -72,11 +79,28 @@ def candidate(plugin: str, run_id: str, ndcg: float, compared_version: str, comp
 
 
 def stored_archive(artifacts_dir: Path, run_id: str) -> Path:
-    """The model archive as the MLflow server stored it (to tamper with or remove it)."""
-    found = [path for path in artifacts_dir.rglob(Path(MODEL_ARCHIVE_PATH).name)
-             if run_id in path.parts and path.as_posix().endswith(MODEL_ARCHIVE_PATH)]
+    """The file holding the model's weights as the MLflow server stored it (to tamper with it): the
+    flavor's model.safetensors, or the tar of the "archive" layout."""
+    ends = (MODEL_ARCHIVE_PATH, f"{FLAVOR_DATA_PATH}/model.safetensors")
+    found = [path for path in artifacts_dir.rglob("*") if run_id in path.parts and path.as_posix().endswith(ends)]
     assert len(found) == 1, found
     return found[0]
+
+
+def stored_model(artifacts_dir: Path, run_id: str) -> Path:
+    """The stored `model/` artifact folder of a run."""
+    [found] = [path for path in artifacts_dir.rglob(MODEL_ARTIFACT_DIR) if run_id in path.parts and path.is_dir()]
+    return found
+
+
+def log_legacy_archive(client: MlflowClient, run_id: str, model_dir: Path, tmp_path: Path) -> None:
+    """What the trainer logged before models were MLflow Models (up to 768f0c5): `model/model.tar` and
+    its sha256 and size as tags, no layout tag."""
+    tar_path = tmp_path / "model.tar"
+    archive = write_model_archive(model_dir, tar_path)
+    client.log_artifact(run_id, str(tar_path), "model")
+    client.set_tag(run_id, TAG_SHA256, archive.sha256)
+    client.set_tag(run_id, TAG_SIZE, str(archive.size_bytes))
 
 
 def promotions(nats_url: str, plugin: str, count: int, timeout: float = 20.0) -> list[events_pb2.ModelPromoted]:
@@ -94,3 +118,16 @@ def _promotions_now(nats_url: str, plugin: str) -> list[events_pb2.ModelPromoted
     events = [events_pb2.ModelPromoted.FromString(payload)
               for payload in stream_messages(nats_url, MODEL_PROMOTED, settle_s=0.3)]
     return [event for event in events if event.model.fine_tuning_method == plugin]
+
+
+@contextmanager
+def mlflow_tracking(url: str) -> Iterator[None]:
+    """MLflow's fluent API (`mlflow.*.load_model("models:/...")`) pointed at `url` for a while."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(url)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)

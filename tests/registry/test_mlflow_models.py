@@ -8,15 +8,25 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services.common.mlflow_models import (
     ModelArchiveError,
     download_model_archive,
     extract_model_archive,
+    log_model_folder,
+    sha256_of,
     write_model_archive,
 )
-from tests.registry.helpers import log_initial, new_plugin, stored_archive
+from tests.registry.helpers import (
+    log_initial,
+    log_legacy_archive,
+    mlflow_tracking,
+    new_plugin,
+    stored_archive,
+    stored_model,
+)
 
 
 def test_the_same_model_folder_gives_the_same_archive_and_sha256(tiny_model_dir, tmp_path: Path) -> None:
@@ -59,3 +69,35 @@ def test_extracting_an_archive_refuses_entries_outside_the_folder_and_links(tmp_
         with pytest.raises(ModelArchiveError):
             extract_model_archive(tar_path, tmp_path / "out")
         assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out" / "link").exists()
+
+
+def test_a_text_model_is_an_mlflow_sentence_transformers_model_with_its_own_card(
+        mlflow_client, mlflow_server, tiny_model_dir, tmp_path: Path) -> None:
+    import mlflow.sentence_transformers
+    from sentence_transformers import SentenceTransformer
+
+    plugin = new_plugin()
+    run = mlflow_client.create_run(mlflow_client.create_experiment(f"cards {plugin}"))
+    archive = log_model_folder(mlflow_client, run.info.run_id, tiny_model_dir, card="# the card of this version\n")
+    stored = stored_model(mlflow_server.artifacts_dir, run.info.run_id)
+    assert (stored / "MLmodel").is_file() and "sentence_transformers" in (stored / "MLmodel").read_text()
+    assert (stored / "model.sentence_transformer" / "README.md").read_text() == "# the card of this version\n"
+    assert not [p for p in stored.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pickle")]
+    assert (tiny_model_dir / "README.md").read_text() != "# the card of this version\n"  # the source is untouched
+
+    with mlflow_tracking(mlflow_server.url):
+        loaded = mlflow.sentence_transformers.load_model(f"runs:/{run.info.run_id}/model")
+    sentences = ["trail running shoes"]
+    np.testing.assert_allclose(loaded.encode(sentences), SentenceTransformer(str(tiny_model_dir)).encode(sentences),
+                               atol=1e-6)
+    path, checked = download_model_archive(mlflow_client, run.info.run_id, tmp_path / "archive")
+    assert checked == archive and sha256_of(path) == archive.sha256  # rebuilt byte for byte
+
+
+def test_a_model_logged_before_mlflow_models_still_downloads_and_verifies(
+        mlflow_client, tiny_model_dir, tmp_path: Path) -> None:
+    run = mlflow_client.create_run(mlflow_client.create_experiment(f"legacy {new_plugin()}"))
+    log_legacy_archive(mlflow_client, run.info.run_id, tiny_model_dir, tmp_path)
+    path, archive = download_model_archive(mlflow_client, run.info.run_id, tmp_path / "down")
+    assert sha256_of(path) == archive.sha256
+    assert (extract_model_archive(path, tmp_path / "model") / "modules.json").is_file()

@@ -4,6 +4,7 @@ gate, versions and iterations, downloads that load, and errors a person can act 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,16 @@ from services.common.errors import field_violation
 from services.common.mlflow_models import INITIAL_EXPERIMENT, extract_model_archive
 from services.common.settings import Limits
 from tests.conftest import make_settings
-from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, promotions, stored_archive
+from tests.registry.helpers import (
+    candidate,
+    log_initial,
+    log_trial,
+    mlflow_tracking,
+    new_plugin,
+    promotions,
+    stored_archive,
+    stored_model,
+)
 from tests.servers import InProcessService
 
 
@@ -207,6 +217,22 @@ def test_download_streams_a_tar_that_loads_and_embeds_like_the_logged_model(
     np.testing.assert_allclose(downloaded, logged, rtol=0, atol=1e-6)
 
 
+def test_the_champion_loads_with_mlflows_own_sentence_transformers_flavor(
+        registry, mlflow_client, mlflow_server, tiny_model_dir) -> None:
+    import mlflow.sentence_transformers
+
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    run_id = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
+    registry.SubmitCandidate(candidate(plugin, run_id, 0.6, "1", 0.5))
+    assert best_of(registry, plugin).version == "2"
+    with mlflow_tracking(mlflow_server.url):
+        champion = mlflow.sentence_transformers.load_model(f"models:/{plugin}@champion")
+    sentences = ["running shoes"]
+    np.testing.assert_allclose(champion.encode(sentences),
+                               SentenceTransformer(str(tiny_model_dir), device="cpu").encode(sentences), atol=1e-6)
+
+
 def test_download_of_a_tampered_archive_does_not_match_its_recorded_sha256(
         registry, mlflow_client, mlflow_server, tiny_model_dir) -> None:
     plugin = new_plugin()
@@ -241,10 +267,10 @@ def test_unknown_plugins_versions_iterations_runs_and_missing_files_are_not_foun
     error = rpc_error(lambda: registry.SubmitCandidate(candidate(plugin, no_model, 0.6, "1", 0.5)))
     assert error.code() == grpc.StatusCode.NOT_FOUND and "no model archive" in error.details()
 
-    stored_archive(mlflow_server.artifacts_dir, run_id).unlink()
+    shutil.rmtree(stored_model(mlflow_server.artifacts_dir, run_id))
     error = rpc_error(lambda: download(registry, plugin))
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert "model/model.tar is missing" in error.details() and run_id in error.details()
+    assert "model/model.sentence_transformer is missing" in error.details() and run_id in error.details()
 
 
 @pytest.mark.parametrize(("change", "field"), [

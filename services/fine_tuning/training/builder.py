@@ -298,7 +298,7 @@ class FineTuningBuilder:
             if value is None:
                 raise ValueError(f"main_metric '{manager.main_metric}' is not a logged metric; logged: "
                                  f"{', '.join(sorted(best_metrics))}")
-            manager.save_model(run_id, model)
+            manager.save_model(run_id, model, params.config(), result.initial, result.best)
             manager.log_metrics(run_id, {f"best_{k}": v for k, v in best_metrics.items()}, result.steps)
             manager.finish_run(run_id, "FINISHED")
         except TrainingCanceled:

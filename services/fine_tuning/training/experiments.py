@@ -1,8 +1,9 @@
 """`ExperimentsManager` (the seed's name): every run of a plugin in MLflow, in the seed's layout —
 experiment "iteration / initial" holds each plugin's initial model, "iteration / <plugin> / <batch>"
 one fine-tuning iteration with a run per parameter set. Metrics are buffered and sent with one
-`log_batch` per evaluation, not one call per value. Models are saved as sentence-transformers folders
-(safetensors) inside a tar whose sha256 is recorded with the run (services/common/mlflow_models.py)."""
+`log_batch` per evaluation, not one call per value. Models are saved as MLflow Models of the
+`sentence_transformers` flavor (safetensors; a two-tower model as a tar), each with its own model card,
+and the sha256 of their archive recorded with the run (services/common/mlflow_models.py)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from services.common.mlflow_models import (
 from services.common.settings import Settings
 from services.fine_tuning.plugin import PluginMeta
 from services.fine_tuning.training.accumulators import MetricsAccumulator
+from services.fine_tuning.training.evaluation import HeldOutScores
 
 TAG_MODEL_CLASS = "es.model_class"
 TAG_PARAMS_KEY = "es.params_key"  # identifies a parameter set across retries of a trial
@@ -122,7 +124,7 @@ class ExperimentsManager:
                                      tags={TAG_PLUGIN: scope.plugin.name, TAG_PLUGIN_VERSION: scope.plugin.version,
                                            TAG_KIND: KIND_INITIAL,
                                            TAG_MODEL_CLASS: f"{type(model).__module__}.{type(model).__qualname__}"})
-        self._save(run.info.run_id, model)
+        self._save(run.info.run_id, model, self._card(run.info.run_id, model))
         if hasattr(model, "config"):
             self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in model.config().items()])
         self.client.set_terminated(run.info.run_id, "FINISHED")
@@ -178,13 +180,22 @@ class ExperimentsManager:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(run_id, status)
 
-    def save_model(self, run_id: str, model: Any) -> None:
-        self._save(run_id, model)
+    def save_model(self, run_id: str, model: Any, params: dict[str, Any] | None = None,
+                   start_scores: HeldOutScores | None = None, scores: HeldOutScores | None = None) -> None:
+        """Logs a trial's model with its card (its `params` and held-out `scores` against the start model's)."""
+        self._save(run_id, model, self._card(run_id, model, params or {}, start_scores, scores))
 
-    def _save(self, run_id: str, model: Any) -> None:
+    def _card(self, run_id: str, model: Any, params: dict[str, Any] | None = None,
+              start_scores: HeldOutScores | None = None, scores: HeldOutScores | None = None) -> str:
+        from services.fine_tuning.training.model_card import model_card
+
+        config = model.config() if hasattr(model, "config") else {"class": type(model).__name__}
+        return model_card(self.scope(), run_id, config, params, start_scores, scores)
+
+    def _save(self, run_id: str, model: Any, card: str) -> None:
         with tempfile.TemporaryDirectory(prefix="es-save-") as folder:
             model.save(Path(folder) / "model")
-            log_model_folder(self.client, run_id, Path(folder) / "model")
+            log_model_folder(self.client, run_id, Path(folder) / "model", card=card)
 
     def trials(self) -> list[TrialRecord]:
         """Every run of this task's iteration so far (a resumed search continues from them)."""

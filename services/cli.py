@@ -68,7 +68,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (0 picks a free one).")] = None,
 ) -> None:
     """Run one service until SIGTERM or Ctrl-C."""
-    settings = load_settings()
+    settings = load_settings(service=True)
     limits = Limits()
     # Each service's `main` module exposes `start(settings, limits, host, port)` and `DEFAULT_PORT`.
     service_main = importlib.import_module(f"services.{service.value}.main")

@@ -48,3 +48,16 @@ def wait_for_stream_messages(url: str, subject: str, count: int, timeout: float 
             return stream_messages(url, subject, settle_s=1.5)
         if time.monotonic() > deadline:
             return payloads
+
+
+def publish(url: str, subject: str, payload: bytes, msg_id: str) -> None:
+    """Publishes one message on the stream under `msg_id`, as a service does."""
+
+    async def send() -> None:
+        client = await nats.connect(url)
+        try:
+            await client.jetstream().publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=10)
+        finally:
+            await client.close()
+
+    asyncio.run(send())

@@ -12,19 +12,21 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from services.common.errors import ServiceError, Unavailable
-from services.common.logging import configure_logging
+from services.common.logging import configure_logging, configure_service_logging
 from services.common.settings import Settings
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object, alone on stdout.")]
 
 
-def load_settings() -> Settings:
+def load_settings(service: bool = False) -> Settings:
+    """The settings from the environment (exit 2 naming what is invalid), with logging configured: for a
+    service (`service=True`), also what its libraries log and their progress bars off."""
     try:
         settings = Settings()
     except ValueError as error:
         typer.echo(f"error: invalid configuration: {error}", err=True)
         raise typer.Exit(2) from error
-    configure_logging(settings.log_level, settings.log_format)
+    (configure_service_logging if service else configure_logging)(settings.log_level, settings.log_format)
     return settings
 
 

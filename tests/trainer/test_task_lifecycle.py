@@ -5,6 +5,7 @@ registry, and the task ends done with the version the registry recorded; WatchTa
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import grpc
@@ -12,7 +13,7 @@ from mlflow import MlflowClient
 
 from services.api.embedding_studio.v1 import events_pb2, registry_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.mlflow_models import iteration_experiment_name
-from tests.nats_reader import stream_messages
+from tests.nats_reader import publish, stream_messages
 from tests.trainer.conftest import PLUGIN, Stack
 
 
@@ -85,9 +86,34 @@ def test_a_task_without_a_batch_releases_one_trains_and_hands_the_best_to_the_re
     assert statuses[0] == trainer_pb2.TASK_STATUS_PENDING
     assert statuses[-1] == trainer_pb2.TASK_STATUS_DONE
 
+    # The dataset's announcement again, as a dataprep that crashed between publishing and recording it
+    # sends it after the stream's duplicate window (the stream cannot drop it): the task acts once.
+    [ready] = [m for m in stream_messages(stack.nats_url, "es.dataprep.dataset.ready")
+               if events_pb2.DatasetReady.FromString(m).task_id == task.task_id]
+    publish(stack.nats_url, "es.dataprep.dataset.ready", ready, msg_id=f"repeat-past-the-window-{task.task_id}")
+    time.sleep(3)
+    with grpc.insecure_channel(stack.live_trainer().address) as channel:
+        after = trainer_pb2_grpc.TrainerServiceStub(channel).GetTask(
+            trainer_pb2.GetTaskRequest(task_id=task.task_id), timeout=30).task
+    assert (after.status, after.model_version, after.updated_at) == (done.status, done.model_version, done.updated_at)
+    assert len(iteration_runs(stack, task.batch_id, task.task_id)) == 2
+    assert len(stack.registry.ListModelVersions(registry_pb2.ListModelVersionsRequest(
+        fine_tuning_method=PLUGIN), timeout=60).versions) == len(versions)
+
     # A retry of the creation is the same task and releases nothing.
     with grpc.insecure_channel(stack.live_trainer().address) as channel:
         retried = trainer_pb2_grpc.TrainerServiceStub(channel).CreateTask(trainer_pb2.CreateTaskRequest(
             fine_tuning_method=PLUGIN, idempotency_key="lifecycle-1"), timeout=60)
     assert retried.duplicate and retried.task.task_id == task.task_id
     assert stack.collecting_batch().batch_id != collecting.batch_id
+
+    # Every line the trainer wrote, its libraries' (MLflow, transformers, warnings) included, is one JSON object.
+    lines = stack.live_trainer().log().splitlines()
+    assert lines and [line for line in lines if not _is_json_object(line)] == []
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False

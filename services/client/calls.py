@@ -63,6 +63,18 @@ def translate(error: grpc.RpcError, address: str) -> ServiceError:
     return failure
 
 
+def dependency_failed(error: grpc.RpcError, peer: str) -> ServiceError:
+    """What a service raises when its own call to another service (`peer`, e.g. "ingest at host:port
+    (ES_INGEST_ADDR)") failed: `Unavailable` when nothing answered, so the caller may try again later;
+    else an internal `ServiceError` naming the peer's status and reason (the peer's status code is not
+    the caller's: an INVALID_ARGUMENT from ingest is the service's fault, not its caller's)."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = (error.details() if hasattr(error, "details") else None) or str(error)
+    if code in TRANSIENT:
+        return Unavailable(f"{peer} did not answer: {code.name}: {details}")
+    return ServiceError(f"{peer} answered {code.name}: {details}")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently a call that nothing answered is asked again: `attempts` in all,

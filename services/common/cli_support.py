@@ -11,6 +11,7 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from services.client.calls import TRANSIENT
 from services.common.errors import ServiceError, Unavailable
 from services.common.logging import configure_logging, configure_service_logging
 from services.common.settings import Settings
@@ -48,7 +49,7 @@ def rpc_failed(error: grpc.RpcError, address: str, variable: str | None = None) 
     """Prints the failed call's status and reason; when nothing answered, also what to do about it (start the
     service, or set `variable`, the setting that names its address)."""
     typer.echo(f"error: {error.code().name} from {address}: {error.details()}", err=True)
-    if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and variable:
+    if error.code() in TRANSIENT and variable:
         typer.echo(f"  is the service running there? `es up` starts the stack (and writes its addresses to "
                    f"<state>/env to `source`); or set {variable} to where it runs", err=True)
     return typer.Exit(1)

@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from services.api.embedding_studio.v1 import clickstream_pb2, clickstream_pb2_grpc, events_pb2
 from services.api.embedding_studio.v1 import dataprep_pb2 as pb
+from services.client.calls import dependency_failed
 from services.common.checks import parse_batch_id
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.logging import get_logger
@@ -160,11 +161,12 @@ class DatasetMaker:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"ingest has no batch {batch_id!r}: {error.details()}") from error
-            failure = f"ingest at {self._ingest_addr} failed: {error.code().name}: {error.details()}"
-            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable(failure) from error
+            failure = dependency_failed(error, f"ingest at {self._ingest_addr} (ES_INGEST_ADDR), reading batch "
+                                               f"{batch_id!r},")
+            if isinstance(failure, Unavailable):
+                raise failure from error
             # Anything else will not change by asking again: the dataset fails with the reason.
-            raise DatasetError(f"{failure} (reading batch {batch_id!r})") from error
+            raise DatasetError(failure.message) from error
 
     async def get(self, fine_tuning_method: str, batch_id: str, plugin_version: str) -> pb.Dataset:
         required("fine_tuning_method", fine_tuning_method)

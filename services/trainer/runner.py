@@ -15,7 +15,8 @@ import requests
 from sqlalchemy.exc import OperationalError
 
 from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc
-from services.common.errors import FailedPrecondition, NotFound, ServiceError, Unavailable
+from services.client.calls import TRANSIENT, dependency_failed
+from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.common.logging import get_logger
 from services.common.mlflow_models import registered_model_name
 from services.fine_tuning.data import DatasetStore, loading_dataset
@@ -50,8 +51,7 @@ def is_transient(error: BaseException) -> bool:
         if isinstance(current, Unavailable | ArtifactStoreError | requests.ConnectionError | requests.Timeout
                       | OperationalError | ConnectionError):
             return True
-        if isinstance(current, grpc.RpcError) and current.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                                     grpc.StatusCode.DEADLINE_EXCEEDED):
+        if isinstance(current, grpc.RpcError) and current.code() in TRANSIENT:
             return True
         current = current.__cause__ or current.__context__
     return False
@@ -90,12 +90,10 @@ class TaskRunner:
         try:
             return method(request, timeout=60)
         except grpc.RpcError as error:
-            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable(f"registry at {self._registry_addr} (ES_REGISTRY_ADDR): {error.details()}") from error
-            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:  # the best changed: compare again
                 raise FailedPrecondition(error.details()) from error
-            raise ServiceError(f"registry refused {type(request).__name__}: {error.code().name}: "
-                               f"{error.details()}") from error
+            raise dependency_failed(error, f"the registry at {self._registry_addr} (ES_REGISTRY_ADDR), asked "
+                                           f"{type(request).__name__},") from error
 
     def run(self, task_id: str, plugin_name: str, batch_id: str, report: Callable[[str, TrialProgress | None], None],
             should_stop: Callable[[], bool], max_evals: int | None = None) -> Outcome:

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 
 from services.api.embedding_studio.v1 import clickstream_pb2, clickstream_pb2_grpc, trainer_pb2_grpc
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
+from services.client.calls import dependency_failed
 from services.common.checks import check_id, check_meta, check_token, parse_batch_id, parse_number
 from services.common.errors import (
     AlreadyExists,
@@ -21,7 +22,6 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     ServiceError,
-    Unavailable,
 )
 from services.common.logging import get_logger
 from services.common.settings import Limits
@@ -56,9 +56,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             parse_batch_id(field, value)
 
     def _ingest_failed(self, error: grpc.aio.AioRpcError, what: str) -> ServiceError:
-        if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            return Unavailable(f"ingest at {self._ingest_addr} (ES_INGEST_ADDR) is unavailable: {error.details()}")
-        return ServiceError(f"ingest refused to {what}: {error.code().name}: {error.details()}")
+        return dependency_failed(error, f"ingest at {self._ingest_addr} (ES_INGEST_ADDR), asked to {what},")
 
     async def _release_batch(self, idempotency_key: str) -> str:
         """Releases the collecting batch for the task; a retry of the task's creation gets the same batch."""

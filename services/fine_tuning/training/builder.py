@@ -29,6 +29,7 @@ from services.fine_tuning.training.examples import ClickExample, make_click_exam
 from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
 from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
 from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache, TextToTextModel, load_model
+from services.fine_tuning.training.protocols import QueryRetriever, RankingDataset
 from services.fine_tuning.training.settings import FineTuningParams, FineTuningSettings
 
 log = get_logger("fine_tuning")
@@ -149,7 +150,7 @@ class FineTuningBuilder:
     def __init__(
         self,
         data_loader: Any,
-        query_retriever: Callable[[Any], Any],
+        query_retriever: QueryRetriever,
         clickstream_parser: Any,
         clickstream_sessions_splitter: Any,
         dataset_fields_normalizer: Any,
@@ -158,7 +159,7 @@ class FineTuningBuilder:
         experiments_manager: ExperimentsManager,
         fine_tuning_settings: FineTuningSettings,
         initial_params: dict[str, list[Any]],
-        ranking_data: Any,
+        ranking_data: RankingDataset,
         initial_max_evals: int = 8,
     ) -> None:
         if initial_max_evals < 1:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from services.fine_tuning.training.click_model import MAX_CLICK_NOISE, PositionClickModel, inverse_propensity
+from services.fine_tuning.training.protocols import QueryRetriever, TrainingSession
 
 RECALL_KS = (10, 100)
 # The gain of a judged item at each 1-based rank, per metric.
@@ -83,7 +84,7 @@ class HeldOutQueries:
             `test_sessions` (the trainer estimates it from the whole batch).
     """
 
-    def __init__(self, test_sessions: Sequence[Any], item_ids: Sequence[str], retriever: Callable[[Any], Any],
+    def __init__(self, test_sessions: Sequence[TrainingSession], item_ids: Sequence[str], retriever: QueryRetriever,
                  examination_eta: float = 1.0, max_click_weight: float = 10.0, click_noise: float | None = None
                  ) -> None:
         if examination_eta < 0 or max_click_weight < 1:

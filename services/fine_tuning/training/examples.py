@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.fine_tuning.training.click_model import PositionClickModel
+from services.fine_tuning.training.protocols import QueryRetriever, TrainingSession
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ClickExample:
     weight: float
 
 
-def skip_above(session: Any, position: int, limit: int) -> list[str]:
+def skip_above(session: TrainingSession, position: int, limit: int) -> list[str]:
     """The results shown above `position` that the session did not click, nearest to it first, at most
     `limit`: a user who clicked at `position` examined them on the way down and passed them over, so
     the click says it beats them ("click > skip above", Joachims, KDD 2002). Nothing below the click
@@ -41,7 +42,7 @@ def skip_above(session: Any, position: int, limit: int) -> list[str]:
     return [r.item_id for r in above[:limit]]
 
 
-def skip_next(session: Any, position: int, limit: int) -> list[str]:
+def skip_next(session: TrainingSession, position: int, limit: int) -> list[str]:
     """The results right below `position` that the session did not click, nearest first, at most
     `limit`, and none past the next click: a user who clicked at `position` most likely saw the next
     result and did not take it ("click > no-click next", Joachims et al., SIGIR 2005). Weaker evidence
@@ -54,7 +55,7 @@ def skip_next(session: Any, position: int, limit: int) -> list[str]:
     return [r.item_id for r in below[:limit]]
 
 
-def _negatives(session: Any, position: int, above: int, below: int) -> list[str]:
+def _negatives(session: TrainingSession, position: int, above: int, below: int) -> list[str]:
     return skip_above(session, position, above) + (skip_next(session, position, below) if below else [])
 
 
@@ -63,7 +64,7 @@ def _downsampled(rng: random.Random, negatives: list[str], share: float) -> list
     return rng.sample(negatives, max(1, round(len(negatives) * share))) if negatives else []
 
 
-def make_click_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
+def make_click_examples(sessions: Sequence[TrainingSession], retriever: QueryRetriever, hard_negatives: int,
                         position_weight: Callable[[int], float], negative_downsampling: float, seed: int,
                         below_negatives: int = 0) -> list[ClickExample]:
     """A click's hard negatives are its `skip_above` results (at most `hard_negatives`) and its
@@ -95,7 +96,7 @@ class _Judged:
     skipped: list[str]  # every click's skip-above results
 
 
-def make_judged_examples(sessions: Sequence[Any], retriever: Callable[[Any], Any], hard_negatives: int,
+def make_judged_examples(sessions: Sequence[TrainingSession], retriever: QueryRetriever, hard_negatives: int,
                          click_model: PositionClickModel, negative_downsampling: float, seed: int,
                          below_negatives: int = 0) -> list[ClickExample]:
     """One example per query and item clicked for it in `sessions`, weighted by

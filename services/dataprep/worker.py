@@ -1,4 +1,4 @@
-"""The handler of `es.dataprep.requested` (`DataprepRequested`): make the dataset, announce it ready or
+"""The handler of `es.dataprep.requested` (`DataPrepRequested`): make the dataset, announce it ready or
 failed for the task. Returning acks the request; raising makes the consumer redeliver it later, with a
 growing wait, up to ES_DATAPREP_MAX_DELIVER deliveries; after the last, `exhausted` fails the dataset
 with the last error. Before each delivery is worked on, the trainer (TrainerService.GetTask at
@@ -25,8 +25,8 @@ TASK_CHECK_TIMEOUT_S = 5.0
 _WANTING = (trainer_pb2.TASK_STATUS_PENDING, trainer_pb2.TASK_STATUS_PROCESSING)
 
 
-def _parse(message: Msg) -> events_pb2.DataprepRequested | None:
-    request = events_pb2.DataprepRequested()
+def _parse(message: Msg) -> events_pb2.DataPrepRequested | None:
+    request = events_pb2.DataPrepRequested()
     try:
         request.ParseFromString(message.data)
     except DecodeError:
@@ -36,7 +36,7 @@ def _parse(message: Msg) -> events_pb2.DataprepRequested | None:
     return request
 
 
-def _failed(request: events_pb2.DataprepRequested, reason: str) -> dataprep_pb2.Dataset:
+def _failed(request: events_pb2.DataPrepRequested, reason: str) -> dataprep_pb2.Dataset:
     return dataprep_pb2.Dataset(fine_tuning_method=request.fine_tuning_method, batch_id=request.batch_id,
                                 status=dataprep_pb2.DATASET_STATUS_FAILED, error=reason)
 
@@ -67,7 +67,7 @@ class DataprepWorker:
         # Raises when NATS does not take it, so the request is redelivered and announced again.
         await self._maker.announce(dataset, request.task_id, request.attempt)
 
-    async def _unwanted(self, request: events_pb2.DataprepRequested) -> str | None:
+    async def _unwanted(self, request: events_pb2.DataPrepRequested) -> str | None:
         """Why the task no longer wants this request, or None (it does, or the trainer cannot say)."""
         if not request.task_id:
             return None

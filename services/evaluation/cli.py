@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from google.rpc import code_pb2
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.client.clickstream import ClickstreamClient
@@ -111,7 +112,7 @@ def emulate(
                                          release)
     lines = [f"sent {summary.messages} sessions: {summary.sessions_accepted} new, {summary.sessions_duplicate} "
              f"already stored, {summary.rejected} rejected; {summary.events_accepted} clicks"]
-    lines += [f"  rejected #{e.index}: {e.code} {e.reason}" for e in summary.errors[:5]]
+    lines += [f"  rejected #{e.index}: {code_pb2.Code.Name(e.code)} {e.reason}" for e in summary.errors[:5]]
     if released is not None:
         lines.append(f"released {released.batch_id} with {released.session_count} sessions")
     else:

@@ -137,7 +137,7 @@ class ClickstreamServicer(clickstream_pb2_grpc.ClickstreamServiceServicer):
                     if isinstance(outcome, ServiceError):
                         summary.rejected += 1
                         if len(summary.errors) < self._limits.max_ingest_errors:
-                            summary.errors.add(index=index, code=outcome.code.name, reason=outcome.message)
+                            summary.errors.add(index=index, code=outcome.code.value[0], reason=outcome.message)
                     else:
                         summary.sessions_accepted += outcome.sessions_accepted
                         summary.sessions_duplicate += outcome.sessions_duplicate

@@ -26,7 +26,7 @@ app = typer.Typer(help="Model versions (the registry service).", no_args_is_help
 def _scores_line(scores: pb.HeldOutScores) -> str:
     recall = ", ".join(f"recall@{k} {v:.4f}" for k, v in sorted(scores.recall_at.items()))
     return (f"nDCG@10 {scores.ndcg_at_10:.4f}, MRR@10 {scores.mrr_at_10:.4f}"
-            f"{', ' + recall if recall else ''} on {scores.sessions} held-out sessions")
+            f"{', ' + recall if recall else ''} on {scores.queries} held-out queries")
 
 
 def _call(rpc: str, request: object) -> object:
@@ -61,7 +61,8 @@ def _iteration_lines(iteration: pb.Iteration) -> list[str]:
     for run in iteration.runs:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(run.metrics.items()) if k.startswith("test_"))
         params = ", ".join(f"{k}={v}" for k, v in sorted(run.params.items()))
-        lines.append(f"  run {run.run_id} {run.status}: {params}" + (f"; {metrics}" if metrics else ""))
+        status = pb.RunStatus.Name(run.status).removeprefix("RUN_STATUS_")
+        lines.append(f"  run {run.run_id} {status}: {params}" + (f"; {metrics}" if metrics else ""))
     return lines
 
 

@@ -56,8 +56,8 @@ def _check_scores(field: str, scores: pb.HeldOutScores, present: bool) -> None:
     for k in scores.recall_at:
         if k < 1:
             raise InvalidArgument(f"{field}.recall_at", f"has k = {k}; k must be at least 1")
-    if scores.sessions < 1:
-        raise InvalidArgument(f"{field}.sessions", "must be at least 1: scores on no held-out sessions decide nothing")
+    if scores.queries < 1:
+        raise InvalidArgument(f"{field}.queries", "must be at least 1: scores on no held-out queries decide nothing")
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -129,10 +129,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             self._check_id(field, getattr(request, field))
         _check_scores("candidate_scores", request.candidate_scores, request.HasField("candidate_scores"))
         _check_scores("compared_scores", request.compared_scores, request.HasField("compared_scores"))
-        if request.candidate_scores.sessions != request.compared_scores.sessions:
-            raise InvalidArgument("compared_scores.sessions", (
-                f"is {request.compared_scores.sessions} but candidate_scores.sessions is "
-                f"{request.candidate_scores.sessions}: both must be scored on the same held-out sessions"))
+        if request.candidate_scores.queries != request.compared_scores.queries:
+            raise InvalidArgument("compared_scores.queries", (
+                f"is {request.compared_scores.queries} but candidate_scores.queries is "
+                f"{request.candidate_scores.queries}: both must be scored on the same held-out queries"))
         # The check of the best version and the move of its alias happen under a lock that every
         # registry replica shares, so that of two winners against one best exactly one is promoted.
         # While NATS is down the lock cannot be had, and this replica serializes only its own.

@@ -105,7 +105,19 @@ def _scores_json(scores: pb.HeldOutScores) -> str:
 
 
 def _scores(text: str | None) -> pb.HeldOutScores | None:
-    return json_format.Parse(text, pb.HeldOutScores()) if text else None
+    """Scores from a version tag; a tag written before HeldOutScores.sessions was named queries says
+    "sessions"."""
+    if not text:
+        return None
+    values = json.loads(text)
+    if "sessions" in values:
+        values["queries"] = values.pop("sessions")
+    return json_format.ParseDict(values, pb.HeldOutScores())
+
+
+def _run_status(status: str) -> pb.RunStatus:
+    """MLflow's run status name as the RunStatus enum (UNSPECIFIED for a name it does not know)."""
+    return dict(pb.RunStatus.items()).get(f"RUN_STATUS_{status}", pb.RUN_STATUS_UNSPECIFIED)
 
 
 @dataclass(frozen=True)
@@ -230,7 +242,8 @@ class ModelStore:
         if scores is None or compared is None:
             return "no promotion decision recorded"
         versus = (f"held-out nDCG@10 {scores.ndcg_at_10:.4f} vs {compared.ndcg_at_10:.4f} of version "
-                  f"{tags.get(TAG_COMPARED_VERSION)} on the same {scores.sessions} sessions of {tags.get(TAG_BATCH)}")
+                  f"{tags.get(TAG_COMPARED_VERSION)} on the same {scores.queries} held-out queries of "
+                  f"{tags.get(TAG_BATCH)}")
         if tags.get(TAG_PROMOTED) != TRUE:
             return f"not promoted: it did not beat the best ({versus})"
         if _number(version) == best:
@@ -275,7 +288,7 @@ class ModelStore:
         runs = _pages(lambda token: self._client.search_runs(
             [experiment.experiment_id], order_by=["attributes.start_time ASC"], max_results=_PAGE, page_token=token))
         for run in runs:
-            iteration.runs.add(run_id=run.info.run_id, status=run.info.status, params=run.data.params,
+            iteration.runs.add(run_id=run.info.run_id, status=_run_status(run.info.status), params=run.data.params,
                                metrics=run.data.metrics)
         return iteration
 

@@ -51,7 +51,7 @@ class TaskAnnouncer(AnnouncementRelay):
     async def _request_dataset(self, record: TaskRecord) -> None:
         task = record.task
         attempt = task.attempt
-        event = events_pb2.DataprepRequested(task_id=task.task_id, fine_tuning_method=task.fine_tuning_method,
+        event = events_pb2.DataPrepRequested(task_id=task.task_id, fine_tuning_method=task.fine_tuning_method,
                                              batch_id=task.batch_id, attempt=attempt)
         await self._nats.publish(DATAPREP_REQUESTED, event.SerializeToString(),
                                  dataprep_request_id(task.task_id, attempt))

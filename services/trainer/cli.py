@@ -31,8 +31,13 @@ def status_name(status: int) -> str:
     return pb.TaskStatus.Name(status).removeprefix("TASK_STATUS_").lower()
 
 
+def stage_name(stage: int) -> str:
+    """The stage's short name ("training" for TASK_STAGE_TRAINING); "-" when unknown."""
+    return pb.TaskStage.Name(stage).removeprefix("TASK_STAGE_").lower() if stage else "-"
+
+
 def task_lines(task: pb.Task) -> list[str]:
-    lines = [f"task {task.task_id}: {status_name(task.status)} ({task.progress.stage or '-'}), "
+    lines = [f"task {task.task_id}: {status_name(task.status)} ({stage_name(task.progress.stage)}), "
              f"plugin {task.fine_tuning_method!r}, batch {task.batch_id}, attempt {task.attempt}"
              + (f", {task.max_trials} trials" if task.max_trials else "")]
     if task.error:
@@ -152,8 +157,8 @@ def follow(stub: trainer_pb2_grpc.TrainerServiceStub, task_id: str, console: Con
         for update in _updates(stub, task_id):
             last = update
             progress = update.progress
-            bars.update(stage_bar, detail=f"{status_name(update.status)}: {progress.stage or '-'}")
-            if progress.trial and progress.stage == "training":
+            bars.update(stage_bar, detail=f"{status_name(update.status)}: {stage_name(progress.stage)}")
+            if progress.trial and progress.stage == pb.TASK_STAGE_TRAINING:
                 if progress.trial not in trial_bars:
                     for bar in trial_bars.values():  # the previous trial is over
                         bars.update(bar, completed=bars.tasks[bar].total or 0)

@@ -14,7 +14,7 @@ import grpc
 import requests
 from sqlalchemy.exc import OperationalError
 
-from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc
+from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2
 from services.client.calls import TRANSIENT, dependency_failed
 from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.common.logging import get_logger
@@ -59,7 +59,7 @@ def is_transient(error: BaseException) -> bool:
 
 def pb_scores(scores: HeldOutScores) -> registry_pb2.HeldOutScores:
     return registry_pb2.HeldOutScores(ndcg_at_10=scores.ndcg_at_10, mrr_at_10=scores.mrr_at_10,
-                                      recall_at=scores.recall_at, sessions=scores.queries)
+                                      recall_at=scores.recall_at, queries=scores.queries)
 
 
 def best_model_url(plugin: str, version: str) -> str:
@@ -95,7 +95,7 @@ class TaskRunner:
             raise dependency_failed(error, f"the registry at {self._registry_addr} (ES_REGISTRY_ADDR), asked "
                                            f"{type(request).__name__},") from error
 
-    def run(self, task_id: str, plugin_name: str, batch_id: str, report: Callable[[str, TrialProgress | None], None],
+    def run(self, task_id: str, plugin_name: str, batch_id: str, report: Callable[[int, TrialProgress | None], None],
             should_stop: Callable[[], bool], max_evals: int | None = None) -> Outcome:
         """`max_evals`: the task's own number of trials (metadata `initial_max_evals`) instead of the plugin's."""
         plugin = self.plugin_entry(plugin_name).cls()
@@ -103,7 +103,7 @@ class TaskRunner:
         if manager is None:
             raise ValueError(f"plugin {plugin_name!r} has no `self.manager` (an ExperimentsManager)")
         with iteration_scope(plugin.meta, batch_id=batch_id, task_id=task_id):
-            report("loading", None)
+            report(trainer_pb2.TASK_STAGE_LOADING, None)
             if manager.initial_run_id() is None:
                 plugin.upload_initial_model()
                 log.info("initial_model_uploaded", plugin=plugin_name)
@@ -122,11 +122,12 @@ class TaskRunner:
             previous = [] if best.is_initial else [dict(best.params)]
             log.info("iteration_starting", task_id=task_id, plugin=plugin_name, batch_id=batch_id,
                      start_version=best.version, trials=builder.initial_max_evals)
-            report("training", None)
-            result = builder.run(start_model, on_progress=lambda p: report("training", p), should_stop=should_stop,
+            report(trainer_pb2.TASK_STAGE_TRAINING, None)
+            result = builder.run(start_model, on_progress=lambda p: report(trainer_pb2.TASK_STAGE_TRAINING, p),
+                                 should_stop=should_stop,
                                  previous_best=previous)
 
-            report("submitting", None)
+            report(trainer_pb2.TASK_STAGE_SUBMITTING, None)
             compared, compared_scores = best, result.start_scores
             candidate_scores = result.best_scores
             for _ in range(MAX_SUBMISSIONS):
@@ -139,7 +140,7 @@ class TaskRunner:
                 except FailedPrecondition:
                     # Another task promoted a version meanwhile: compare with that one, on the same sessions,
                     # both scored the same way.
-                    report("evaluating", None)
+                    report(trainer_pb2.TASK_STAGE_EVALUATING, None)
                     compared = self._call(self._registry.GetBestModel,
                                           registry_pb2.GetBestModelRequest(fine_tuning_method=plugin_name)).model
                     compared_scores = builder.score(load_run_model(manager, compared.run_id, max_seq_length).to(

@@ -118,7 +118,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                        status=pb.TASK_STATUS_PENDING, idempotency_key=request.idempotency_key,
                        created_at=created, updated_at=created, attempt=1, max_trials=request.max_trials)
         task.metadata.CopyFrom(request.metadata)
-        task.progress.stage = "dataprep"
+        task.progress.stage = pb.TASK_STAGE_DATAPREP
         if await self._store.create(TaskRecord(task)) is None:  # a concurrent retry created it first
             return await self._duplicate(task_id, request) or pb.CreateTaskResponse(
                 task=(await self._store.get(task_id)).task, duplicate=True)
@@ -173,7 +173,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             if status in TERMINAL:
                 raise FailedPrecondition(f"task {request.task_id} is {_status_name(status)}; only a pending or "
                                          "processing task can be canceled")
-            record.set_status(pb.TASK_STATUS_CANCELED, "canceled")
+            record.set_status(pb.TASK_STATUS_CANCELED, pb.TASK_STAGE_CANCELED)
             return True
 
         record = await self._store.mutate(request.task_id, cancel)
@@ -196,7 +196,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             task.error = task.model_version = task.best_model_url = ""
             task.promoted = False
             task.progress.Clear()
-            record.set_status(pb.TASK_STATUS_PENDING, "dataprep")
+            record.set_status(pb.TASK_STATUS_PENDING, pb.TASK_STAGE_DATAPREP)
             return True
 
         record = await self._store.mutate(request.task_id, restart)

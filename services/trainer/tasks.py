@@ -31,6 +31,8 @@ BUCKET = "es_trainer_tasks"
 # stored then still train that many; CreateTask now refuses it and names max_trials.
 LEGACY_MAX_EVALS_KEY = "initial_max_evals"
 MAX_TRIALS = 1000
+# The stages as records stored them before TaskProgress.stage was the TaskStage enum.
+LEGACY_STAGES = {name.removeprefix("TASK_STAGE_").lower(): name for name, number in pb.TaskStage.items() if number}
 TERMINAL = (pb.TASK_STATUS_DONE, pb.TASK_STATUS_CANCELED, pb.TASK_STATUS_ERROR)
 _TASK_PREFIX = "task."
 _IDEMPOTENCY_PREFIX = "idem."
@@ -68,6 +70,9 @@ class TaskRecord:
     @classmethod
     def from_bytes(cls, data: bytes, revision: int) -> TaskRecord:
         raw = json.loads(data)
+        progress = raw["task"].get("progress", {})
+        if progress.get("stage") in LEGACY_STAGES:  # a record stored when the stage was a free string
+            progress["stage"] = LEGACY_STAGES[progress["stage"]]
         task = json_format.ParseDict(raw["task"], pb.Task())
         return cls(task, raw["heartbeat"], raw["announced_attempt"], raw["changes"], raw["announced_changes"],
                    raw.get("announced_requeues", 0), revision)
@@ -90,7 +95,7 @@ class TaskRecord:
         return (self.task.status == pb.TASK_STATUS_PROCESSING and self.task.worker != ""
                 and now - self.heartbeat > 2 * lease_s)
 
-    def set_status(self, status: pb.TaskStatus, stage: str) -> None:
+    def set_status(self, status: pb.TaskStatus, stage: pb.TaskStage) -> None:
         """A state change: announced on es.trainer.task.updated."""
         self.task.status = status
         self.task.progress.stage = stage

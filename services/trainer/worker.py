@@ -45,7 +45,7 @@ STOP_GRACE_S = 60.0
 class _Latest:
     """The training thread's latest progress, read by the heartbeat."""
 
-    stage: str = "loading"
+    stage: pb.TaskStage = pb.TASK_STAGE_LOADING
     trial: TrialProgress | None = None
 
 
@@ -124,7 +124,7 @@ class TrainerWorker:
                     and time.time() - record.heartbeat < self._lease_s):
                 raise RetryLater(f"task {task_id} is held by {task.worker}", self._lease_s)
             if task.status == pb.TASK_STATUS_PENDING:
-                record.set_status(pb.TASK_STATUS_PROCESSING, "loading")
+                record.set_status(pb.TASK_STATUS_PROCESSING, pb.TASK_STAGE_LOADING)
             task.worker, record.heartbeat = self._worker_id, time.time()
             claimed = True
             return True
@@ -133,7 +133,7 @@ class TrainerWorker:
         self._on_change()
         return claimed
 
-    async def _finish(self, task_id: str, attempt: int, status: pb.TaskStatus, stage: str, error: str = "",
+    async def _finish(self, task_id: str, attempt: int, status: pb.TaskStatus, stage: pb.TaskStage, error: str = "",
                       outcome: Outcome | None = None, latest: _Latest | None = None) -> None:
         def finish(record: TaskRecord) -> bool:
             task = record.task
@@ -156,7 +156,7 @@ class TrainerWorker:
 
     async def _fail(self, task_id: str, attempt: int, error: str) -> None:
         log.warning("task_failed", task_id=task_id, error=error)
-        await self._finish(task_id, attempt, pb.TASK_STATUS_ERROR, "error", error=error[:4000])
+        await self._finish(task_id, attempt, pb.TASK_STATUS_ERROR, pb.TASK_STAGE_ERROR, error=error[:4000])
 
     async def _release(self, task_id: str) -> None:
         """Gives the claim up (a shutdown, or a dependency down), so that the redelivered message's
@@ -177,7 +177,7 @@ class TrainerWorker:
         stop = threading.Event()
         why_stopped: list[str] = []
 
-        def report(stage: str, trial: TrialProgress | None) -> None:  # called from the training thread
+        def report(stage: pb.TaskStage, trial: TrialProgress | None) -> None:  # called from the training thread
             latest.stage = stage
             if trial is not None:
                 latest.trial = trial
@@ -216,7 +216,8 @@ class TrainerWorker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        await self._finish(task.task_id, task.attempt, pb.TASK_STATUS_DONE, "done", outcome=outcome, latest=latest)
+        await self._finish(task.task_id, task.attempt, pb.TASK_STATUS_DONE, pb.TASK_STAGE_DONE, outcome=outcome,
+                           latest=latest)
         bound.info("task_done", model_version=outcome.model_version, promoted=outcome.promoted)
 
     async def _heartbeat(self, task_id: str, latest: _Latest, stop: threading.Event, why: list[str]) -> None:

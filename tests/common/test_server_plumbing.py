@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
+from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -130,7 +131,7 @@ def test_undecodable_request_bytes_are_invalid_argument_and_unauthenticated_with
             summary = pb.IngestResponse.FromString(_raw(channel, "Ingest", streaming=True)(iter(messages),
                                                                                            metadata=token))
             assert (summary.messages, summary.sessions_accepted, summary.rejected) == (3, 2, 1)
-            assert (summary.errors[0].index, summary.errors[0].code) == (1, "INVALID_ARGUMENT")
+            assert (summary.errors[0].index, summary.errors[0].code) == (1, code_pb2.INVALID_ARGUMENT)
             assert "is not a valid IngestRequest" in summary.errors[0].reason
 
 

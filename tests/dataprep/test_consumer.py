@@ -40,7 +40,7 @@ def request(url: str, task_id: str, method: str = TEXT, batch_id: str = "batch-1
         try:
             js = client.jetstream()
             await js.add_stream(stream_config())  # idempotent: the services create it too
-            payload = events_pb2.DataprepRequested(task_id=task_id, fine_tuning_method=method, batch_id=batch_id)
+            payload = events_pb2.DataPrepRequested(task_id=task_id, fine_tuning_method=method, batch_id=batch_id)
             await js.publish(DATAPREP_REQUESTED, payload.SerializeToString(), headers={"Nats-Msg-Id": task_id})
         finally:
             await client.close()

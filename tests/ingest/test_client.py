@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.rpc import code_pb2
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
@@ -69,7 +70,7 @@ def test_ingest_sends_chunks_and_numbers_rejections_by_their_place_in_the_whole_
     summary = client.ingest(items, chunk_size=2)
     assert (summary.messages, summary.sessions_accepted, summary.events_accepted, summary.irrelevant_marks,
             summary.rejected) == (8, 5, 6, 1, 1)
-    assert [e.index for e in summary.errors] == [3] and summary.errors[0].code == "INVALID_ARGUMENT"
+    assert [e.index for e in summary.errors] == [3] and summary.errors[0].code == code_pb2.INVALID_ARGUMENT
     again = client.ingest(items[:3], chunk_size=2)  # a retried bulk stores nothing twice
     assert (again.sessions_duplicate, again.sessions_accepted) == (3, 0)
     assert client.get_batch().session_count == 5

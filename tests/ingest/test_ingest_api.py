@@ -6,6 +6,7 @@ import time
 
 import grpc
 import pytest
+from google.rpc import code_pb2
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.common.errors import field_violation
@@ -291,7 +292,7 @@ def test_ingest_stream_applies_each_message_on_its_own_and_reports_the_bad_ones(
     assert summary.irrelevant_marks == 1
     assert summary.rejected == 3
     assert [(e.index, e.code) for e in summary.errors] == [
-        (1, "NOT_FOUND"), (3, "INVALID_ARGUMENT"), (7, "INVALID_ARGUMENT")]
+        (1, code_pb2.NOT_FOUND), (3, code_pb2.INVALID_ARGUMENT), (7, code_pb2.INVALID_ARGUMENT)]
     assert "events[1].object_id" in summary.errors[1].reason
     stored = ingest.GetSession(pb.GetSessionRequest(session_id="s1")).session
     assert [e.event_id for e in stored.events] == ["click-0", "e1", "e2"]

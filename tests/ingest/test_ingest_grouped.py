@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+from google.rpc import code_pb2
+
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.ingest.store import Applied, ClickstreamStore, Registered
@@ -85,7 +87,7 @@ def test_a_stream_with_bad_messages_spread_through_it_rejects_exactly_those(inge
     summary = ingest.Ingest(iter(messages))
     assert (summary.messages, summary.sessions_accepted, summary.rejected) == (200, 100, len(bad))
     assert [error.index for error in summary.errors] == bad
-    assert {error.code for error in summary.errors} == {"INVALID_ARGUMENT"}
+    assert {error.code for error in summary.errors} == {code_pb2.INVALID_ARGUMENT}
     assert summary.events_accepted == 2 * (100 - len(bad))
     assert list(ingest.GetSession(pb.GetSessionRequest(session_id="s3")).session.events) == []
     assert len(ingest.GetSession(pb.GetSessionRequest(session_id="s4")).session.events) == 2

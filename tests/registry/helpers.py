@@ -67,8 +67,8 @@ def log_trial(client: MlflowClient, plugin: str, batch_id: str, task_id: str, mo
     return run.info.run_id
 
 
-def scores(ndcg: float, sessions: int = 40) -> pb.HeldOutScores:
-    return pb.HeldOutScores(ndcg_at_10=ndcg, mrr_at_10=ndcg, recall_at={100: min(1.0, ndcg + 0.2)}, sessions=sessions)
+def scores(ndcg: float, queries: int = 40) -> pb.HeldOutScores:
+    return pb.HeldOutScores(ndcg_at_10=ndcg, mrr_at_10=ndcg, recall_at={100: min(1.0, ndcg + 0.2)}, queries=queries)
 
 
 def candidate(plugin: str, run_id: str, ndcg: float, compared_version: str, compared_ndcg: float,

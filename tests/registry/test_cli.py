@@ -122,7 +122,7 @@ def test_model_list_and_iteration_list_get_show_versions_and_runs(
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines() == [
         "  version 1: initial model",
-        "* version 2: batch batch-9, nDCG@10 0.6100, MRR@10 0.6100, recall@100 0.8100 on 40 held-out sessions"]
+        "* version 2: batch batch-9, nDCG@10 0.6100, MRR@10 0.6100, recall@100 0.8100 on 40 held-out queries"]
     as_json = json.loads(es_model("list", plugin, "--json", address=registry_server.address).stdout)
     assert [(v["version"], v["is_best"]) for v in as_json["versions"]] == [("1", False), ("2", True)]
 

@@ -81,7 +81,7 @@ def test_a_better_candidate_is_promoted_and_the_best_model_says_which_version_it
     assert (best.version, best.is_initial, best.run_id) == ("2", False, run_id)
     assert (best.batch_id, best.task_id, best.params["margin"]) == ("batch-7", "task-3", "0.05")
     assert best.iteration_id == mlflow_client.get_run(run_id).info.experiment_id
-    assert best.scores.ndcg_at_10 == pytest.approx(0.62) and best.scores.sessions == 40
+    assert best.scores.ndcg_at_10 == pytest.approx(0.62) and best.scores.queries == 40
     assert best.compared_version == "1" and best.compared_scores.ndcg_at_10 == pytest.approx(0.55)
     assert "0.6200" in best.reason and "0.5500" in best.reason and "batch-7" in best.reason
 
@@ -118,6 +118,19 @@ def test_a_worse_or_equal_candidate_is_recorded_but_not_promoted(registry, mlflo
     versions = registry.ListModelVersions(pb.ListModelVersionsRequest(fine_tuning_method=plugin)).versions
     assert [(v.version, v.is_best) for v in versions] == [("1", True), ("2", False), ("3", False)]
     assert promotions(nats_server.url, plugin, count=0, timeout=0) == []
+
+
+def test_scores_recorded_before_queries_was_named_so_still_read(registry, mlflow_client, tiny_model_dir) -> None:
+    plugin = new_plugin()
+    log_initial(mlflow_client, plugin, tiny_model_dir)
+    run_id = log_trial(mlflow_client, plugin, "batch-2", "task-2", tiny_model_dir)
+    registry.SubmitCandidate(candidate(plugin, run_id, 0.62, "1", 0.55, "batch-2", "task-2"))
+    # What the registry wrote up to 768f0c5: HeldOutScores' count was named "sessions".
+    mlflow_client.set_model_version_tag(plugin, "2", "es.scores",
+                                        '{"mrr_at_10": 0.5, "ndcg_at_10": 0.62, "recall_at": {"100": 0.8}, '
+                                        '"sessions": "31"}')
+    best = best_of(registry, plugin)
+    assert (best.scores.queries, best.scores.ndcg_at_10) == (31, pytest.approx(0.62))
 
 
 def test_a_candidate_compared_with_a_replaced_best_is_failed_precondition(registry, mlflow_client,
@@ -193,7 +206,8 @@ def test_iterations_list_each_batch_with_its_runs_params_and_metrics(registry, m
     iteration = registry.GetIteration(pb.GetIterationRequest(iteration_id=iterations[0].iteration_id)).iteration
     assert iteration == iterations[0]
     run = iteration.runs[1]
-    assert (run.status, run.params["margin"], run.metrics["ndcg_at_10"]) == ("FINISHED", "0.05", pytest.approx(0.4))
+    assert (run.status, run.params["margin"], run.metrics["ndcg_at_10"]) == (
+        pb.RUN_STATUS_FINISHED, "0.05", pytest.approx(0.4))
 
 
 def test_download_streams_a_tar_that_loads_and_embeds_like_the_logged_model(
@@ -278,8 +292,8 @@ def test_unknown_plugins_versions_iterations_runs_and_missing_files_are_not_foun
     (lambda r: r.ClearField("compared_version"), "compared_version"),
     (lambda r: r.ClearField("candidate_scores"), "candidate_scores"),
     (lambda r: setattr(r.candidate_scores, "ndcg_at_10", 1.5), "candidate_scores.ndcg_at_10"),
-    (lambda r: setattr(r.compared_scores, "sessions", 0), "compared_scores.sessions"),
-    (lambda r: setattr(r.compared_scores, "sessions", 39), "compared_scores.sessions"),
+    (lambda r: setattr(r.compared_scores, "queries", 0), "compared_scores.queries"),
+    (lambda r: setattr(r.compared_scores, "queries", 39), "compared_scores.queries"),
     (lambda r: setattr(r, "fine_tuning_method", "a/b"), "fine_tuning_method"),
 ])
 def test_a_bad_submission_is_invalid_argument_naming_the_field(registry, change, field) -> None:

@@ -77,7 +77,7 @@ def test_cancel_stops_a_running_training_within_seconds_and_restart_reuses_its_f
     runs = iteration_runs(stack, task.batch_id, task.task_id)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]
     assert finished_before[0] in {r.info.run_id for r in runs if r.info.status == "FINISHED"}
-    requests = [events_pb2.DataprepRequested.FromString(m)
+    requests = [events_pb2.DataPrepRequested.FromString(m)
                 for m in stream_messages(stack.nats_url, "es.dataprep.requested")]
     assert [r.attempt for r in requests if r.task_id == task.task_id] == [1, 2]
 

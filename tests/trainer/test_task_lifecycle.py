@@ -44,7 +44,8 @@ def test_a_task_without_a_batch_releases_one_trains_and_hands_the_best_to_the_re
     done = updates[-1]
     assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
     stages = [u.progress.stage for u in updates]
-    assert stages[0] == "dataprep" and "training" in stages and stages[-1] == "done"
+    assert stages[0] == trainer_pb2.TASK_STAGE_DATAPREP and trainer_pb2.TASK_STAGE_TRAINING in stages
+    assert stages[-1] == trainer_pb2.TASK_STAGE_DONE
     assert max(u.progress.trials_total for u in updates) == 2
     # The finished task carries its last progress and held-out metrics, however fast the run was.
     assert done.progress.trial == 2 and done.progress.metrics.get("test_ndcg_at_10") is not None
@@ -56,7 +57,7 @@ def test_a_task_without_a_batch_releases_one_trains_and_hands_the_best_to_the_re
                                                 timeout=60).versions
     recorded = next(v for v in versions if v.version == done.model_version)
     assert recorded.task_id == task.task_id and recorded.batch_id == task.batch_id
-    assert recorded.scores.sessions == recorded.compared_scores.sessions > 0
+    assert recorded.scores.queries == recorded.compared_scores.queries > 0
     assert done.promoted == recorded.is_best
     best = stack.registry.GetBestModel(registry_pb2.GetBestModelRequest(fine_tuning_method=PLUGIN), timeout=60).model
     assert done.best_model_url == f"models:/{PLUGIN}/{best.version}"
@@ -72,7 +73,7 @@ def test_a_task_without_a_batch_releases_one_trains_and_hands_the_best_to_the_re
     assert recorded.run_id in {r.info.run_id for r in runs}
 
     # Announced once each: the dataset request, and every status change of the task.
-    requests = [events_pb2.DataprepRequested.FromString(m) for m in stream_messages(stack.nats_url,
+    requests = [events_pb2.DataPrepRequested.FromString(m) for m in stream_messages(stack.nats_url,
                                                                                   "es.dataprep.requested")]
     assert [(r.task_id, r.attempt) for r in requests if r.task_id == task.task_id] == [(task.task_id, 1)]
     deadline = time.monotonic() + 10

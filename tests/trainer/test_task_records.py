@@ -1,5 +1,6 @@
 """Task records stay readable across changes of the contract: a record the trainer stored before
-`max_trials` existed (its trials in the metadata key `initial_max_evals`) still trains that many."""
+`max_trials` and the TaskStage enum existed (its trials in the metadata key `initial_max_evals`, its
+stage a string) still reads, and trains that many trials."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ RECORD_BEFORE_MAX_TRIALS = json.dumps({
 def test_a_record_stored_before_max_trials_still_trains_the_trials_its_metadata_asked_for() -> None:
     record = TaskRecord.from_bytes(RECORD_BEFORE_MAX_TRIALS, revision=5)
     assert (record.task.max_trials, max_evals(record.task)) == (0, 3)
+    assert record.task.progress.stage == pb.TASK_STAGE_DATAPREP  # the stage was a free string then
 
 
 def test_max_trials_wins_and_zero_means_the_plugins_own_number() -> None:

@@ -1,4 +1,5 @@
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.rpc import code_pb2 as _code_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -209,9 +210,9 @@ class IngestError(_message.Message):
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     index: int
-    code: str
+    code: _code_pb2.Code
     reason: str
-    def __init__(self, index: _Optional[int] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., code: _Optional[_Union[_code_pb2.Code, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
     __slots__ = ("messages", "sessions_accepted", "sessions_duplicate", "events_accepted", "events_duplicate", "irrelevant_marks", "rejected", "errors")

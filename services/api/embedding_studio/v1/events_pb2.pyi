@@ -15,7 +15,7 @@ class BatchReleased(_message.Message):
     batch: _clickstream_pb2.Batch
     def __init__(self, batch: _Optional[_Union[_clickstream_pb2.Batch, _Mapping]] = ...) -> None: ...
 
-class DataprepRequested(_message.Message):
+class DataPrepRequested(_message.Message):
     __slots__ = ("task_id", "fine_tuning_method", "batch_id", "attempt")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]

@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -6,8 +7,23 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_STATUS_UNSPECIFIED: _ClassVar[RunStatus]
+    RUN_STATUS_RUNNING: _ClassVar[RunStatus]
+    RUN_STATUS_SCHEDULED: _ClassVar[RunStatus]
+    RUN_STATUS_FINISHED: _ClassVar[RunStatus]
+    RUN_STATUS_FAILED: _ClassVar[RunStatus]
+    RUN_STATUS_KILLED: _ClassVar[RunStatus]
+RUN_STATUS_UNSPECIFIED: RunStatus
+RUN_STATUS_RUNNING: RunStatus
+RUN_STATUS_SCHEDULED: RunStatus
+RUN_STATUS_FINISHED: RunStatus
+RUN_STATUS_FAILED: RunStatus
+RUN_STATUS_KILLED: RunStatus
+
 class HeldOutScores(_message.Message):
-    __slots__ = ("ndcg_at_10", "mrr_at_10", "recall_at", "sessions")
+    __slots__ = ("ndcg_at_10", "mrr_at_10", "recall_at", "queries")
     class RecallAtEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -18,12 +34,12 @@ class HeldOutScores(_message.Message):
     NDCG_AT_10_FIELD_NUMBER: _ClassVar[int]
     MRR_AT_10_FIELD_NUMBER: _ClassVar[int]
     RECALL_AT_FIELD_NUMBER: _ClassVar[int]
-    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
     ndcg_at_10: float
     mrr_at_10: float
     recall_at: _containers.ScalarMap[int, float]
-    sessions: int
-    def __init__(self, ndcg_at_10: _Optional[float] = ..., mrr_at_10: _Optional[float] = ..., recall_at: _Optional[_Mapping[int, float]] = ..., sessions: _Optional[int] = ...) -> None: ...
+    queries: int
+    def __init__(self, ndcg_at_10: _Optional[float] = ..., mrr_at_10: _Optional[float] = ..., recall_at: _Optional[_Mapping[int, float]] = ..., queries: _Optional[int] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("fine_tuning_method", "version", "is_initial", "batch_id", "iteration_id", "run_id", "task_id", "params", "scores", "is_best", "reason", "compared_version", "compared_scores", "sha256", "size_bytes", "created_at")
@@ -113,10 +129,10 @@ class Run(_message.Message):
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    status: str
+    status: RunStatus
     params: _containers.ScalarMap[str, str]
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., params: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Iteration(_message.Message):
     __slots__ = ("iteration_id", "name", "fine_tuning_method", "batch_id", "runs")

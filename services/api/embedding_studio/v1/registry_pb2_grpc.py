@@ -74,25 +74,29 @@ class RegistryServiceServicer:
     """
 
     def GetBestModel(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GetBestModel returns the version a search backend should serve now (the MLflow alias "champion").
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListModelVersions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListModelVersions returns every version of a plugin, oldest first; is_best marks the best.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListIterations(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListIterations returns a plugin's iterations (one per batch it was fine-tuned on) with their runs.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetIteration(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """GetIteration returns one iteration with its runs, by its MLflow experiment id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -16,12 +16,33 @@ class TaskStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATUS_DONE: _ClassVar[TaskStatus]
     TASK_STATUS_CANCELED: _ClassVar[TaskStatus]
     TASK_STATUS_ERROR: _ClassVar[TaskStatus]
+
+class TaskStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_STAGE_UNSPECIFIED: _ClassVar[TaskStage]
+    TASK_STAGE_DATAPREP: _ClassVar[TaskStage]
+    TASK_STAGE_LOADING: _ClassVar[TaskStage]
+    TASK_STAGE_TRAINING: _ClassVar[TaskStage]
+    TASK_STAGE_EVALUATING: _ClassVar[TaskStage]
+    TASK_STAGE_SUBMITTING: _ClassVar[TaskStage]
+    TASK_STAGE_DONE: _ClassVar[TaskStage]
+    TASK_STAGE_ERROR: _ClassVar[TaskStage]
+    TASK_STAGE_CANCELED: _ClassVar[TaskStage]
 TASK_STATUS_UNSPECIFIED: TaskStatus
 TASK_STATUS_PENDING: TaskStatus
 TASK_STATUS_PROCESSING: TaskStatus
 TASK_STATUS_DONE: TaskStatus
 TASK_STATUS_CANCELED: TaskStatus
 TASK_STATUS_ERROR: TaskStatus
+TASK_STAGE_UNSPECIFIED: TaskStage
+TASK_STAGE_DATAPREP: TaskStage
+TASK_STAGE_LOADING: TaskStage
+TASK_STAGE_TRAINING: TaskStage
+TASK_STAGE_EVALUATING: TaskStage
+TASK_STAGE_SUBMITTING: TaskStage
+TASK_STAGE_DONE: TaskStage
+TASK_STAGE_ERROR: TaskStage
+TASK_STAGE_CANCELED: TaskStage
 
 class TaskProgress(_message.Message):
     __slots__ = ("stage", "trial", "trials_total", "epoch", "epochs_total", "step", "steps_total", "metrics", "metrics_step")
@@ -41,7 +62,7 @@ class TaskProgress(_message.Message):
     STEPS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     METRICS_STEP_FIELD_NUMBER: _ClassVar[int]
-    stage: str
+    stage: TaskStage
     trial: int
     trials_total: int
     epoch: int
@@ -50,7 +71,7 @@ class TaskProgress(_message.Message):
     steps_total: int
     metrics: _containers.ScalarMap[str, float]
     metrics_step: int
-    def __init__(self, stage: _Optional[str] = ..., trial: _Optional[int] = ..., trials_total: _Optional[int] = ..., epoch: _Optional[int] = ..., epochs_total: _Optional[int] = ..., step: _Optional[int] = ..., steps_total: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., metrics_step: _Optional[int] = ...) -> None: ...
+    def __init__(self, stage: _Optional[_Union[TaskStage, str]] = ..., trial: _Optional[int] = ..., trials_total: _Optional[int] = ..., epoch: _Optional[int] = ..., epochs_total: _Optional[int] = ..., step: _Optional[int] = ..., steps_total: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., metrics_step: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "fine_tuning_method", "batch_id", "status", "idempotency_key", "metadata", "created_at", "updated_at", "progress", "error", "model_version", "best_model_url", "promoted", "attempt", "worker", "requeued", "max_trials")

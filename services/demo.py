@@ -30,10 +30,12 @@ from services.evaluation.cli import (
     QueriesOption,
     SeedOption,
     eval_dataset,
-    held_out_scores,
+    held_out_rankings,
     load_encoder,
     send_sessions,
 )
+from services.evaluation.metrics import paired_bootstrap_ci
+from services.evaluation.report import Report, write_report
 from services.launcher import LocalStack
 from services.trainer.cli import follow
 
@@ -62,6 +64,8 @@ def demo(
     state_dir: Annotated[Path | None, typer.Option(help="Where the stack keeps its state, logs and the downloaded "
                                                         "model (default: a fresh temporary folder).")] = None,
     plugin: Annotated[str, typer.Option(help="The plugin to fine-tune.")] = DEFAULT_PLUGIN,
+    keep_running: Annotated[bool, typer.Option(help="Leave the stack (and the MLflow UI) up after the report, "
+                                                    "until Ctrl-C.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Simulated users search a corpus through the real API; the default plugin's model is fine-tuned on
@@ -105,24 +109,66 @@ def demo(
             best = registry_pb2_grpc.RegistryServiceStub(channel).GetBestModel(
                 registry_pb2.GetBestModelRequest(fine_tuning_method=plugin), timeout=60).model
         _say(console, f"scoring the base and the downloaded model on {len(test)} held-out queries ...")
-        before = held_out_scores(base, dataset, test, base_vectors)
-        after = held_out_scores(load_encoder(model_folder), dataset, test)
+        before, rankings_before = held_out_rankings(base, dataset, test, base_vectors)
+        after, rankings_after = held_out_rankings(load_encoder(model_folder), dataset, test)
+        curves, links = training_runs(settings.mlflow_tracking_uri, plugin, task.batch_id, task.task_id)
+        page, _ = write_report(state, Report(
+            f"es demo: {plugin} fine-tuned on {task.batch_id} ({sessions} simulated sessions, seed {seed})", test,
+            {i.id: i.text for i in dataset.items}, before, after, rankings_before, rankings_after,
+            paired_bootstrap_ci(before["ndcg@10"], after["ndcg@10"], seed=seed), curves=curves,
+            notes=[f"best model: version {best.version} ({best.reason})", *links]))
+        chain = {"sessions_stored": summary.sessions_accepted + summary.sessions_duplicate,
+                 "batch_id": task.batch_id, "task_id": task.task_id, "task_model_version": task.model_version,
+                 "downloaded_version": header.version, "downloaded_sha256": header.sha256, "state_dir": str(state),
+                 "report": str(page), "mlflow_runs": links}
+        _report(before, after, seed, best, header.version, model_folder, plugin, time.monotonic() - began, as_json,
+                chain)
+        if keep_running:
+            _say(console, f"the stack stays up (MLflow UI: {settings.mlflow_tracking_uri}); Ctrl-C stops it")
+            _wait_for_ctrl_c()
     except (RuntimeError, TimeoutError) as error:  # a server would not start, or died
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
     finally:
         _say(console, "stopping the services ...")
         stack.stop()
-    chain = {"sessions_stored": summary.sessions_accepted + summary.sessions_duplicate, "batch_id": task.batch_id,
-             "task_id": task.task_id, "task_model_version": task.model_version,
-             "downloaded_version": header.version, "downloaded_sha256": header.sha256, "state_dir": str(state)}
-    _report(before, after, seed, best, header.version, model_folder, plugin, time.monotonic() - began, as_json, chain)
+
+
+def training_runs(tracking_uri: str, plugin: str, batch_id: str, task_id: str
+                  ) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
+    """Held-out nDCG@10 by step of every run the task trained (run name -> [(step, value)]) and, when
+    MLflow is a server, a link to each run in its UI."""
+    from mlflow import MlflowClient
+
+    from services.common.mlflow_models import iteration_experiment_name, ui_url
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(iteration_experiment_name(plugin, batch_id))
+    if experiment is None:
+        return {}, []
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`es.task_id` = '{task_id}'",
+                              order_by=["attributes.start_time ASC"])
+    curves, links = {}, []
+    for number, run in enumerate(runs, start=1):
+        label = run.info.run_name or f"trial {number}"
+        history = client.get_metric_history(run.info.run_id, "test_ndcg_at_10")
+        curves[label] = sorted((m.step, m.value) for m in history)
+        link = ui_url(tracking_uri, experiment.experiment_id, run.info.run_id)
+        if link:
+            links.append(f"{label}: {link}")
+    return {label: series for label, series in curves.items() if series}, links
+
+
+def _wait_for_ctrl_c() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def _report(before: dict, after: dict, seed: int, best: registry_pb2.ModelVersion, version: str, folder: Path,
             plugin: str, seconds: float, as_json: bool, chain: dict) -> None:
-    from services.evaluation.metrics import paired_bootstrap_ci
-
     low, high = paired_bootstrap_ci(before["ndcg@10"], after["ndcg@10"], seed=seed)
     rows = [("nDCG@10", "ndcg@10"), ("MRR@10", "mrr@10"), ("recall@100", "recall@100")]
     lines = [f"{'held-out queries':<16} {len(before['ndcg@10']):>8}", f"{'metric':<16} {'base':>8} {'tuned':>8} "
@@ -138,6 +184,8 @@ def _report(before: dict, after: dict, seed: int, best: registry_pb2.ModelVersio
         lines.append(f"no fine-tuned version beat the base model on the batch's held-out sessions ({best.reason})")
     lines.append(f"downloaded version {version} to {folder} (again: es model download {json.dumps(plugin)} "
                  f"--version {version}, with ES_REGISTRY_ADDR set to a running registry)")
+    lines.append(f"report: {chain['report']} (and report.md beside it)")
+    lines += [f"MLflow run {link}" for link in chain["mlflow_runs"]]
     lines.append(f"took {seconds:.0f} s")
     emit({"ndcg10_before": float(before["ndcg@10"].mean()), "ndcg10_after": float(after["ndcg@10"].mean()),
           "ndcg10_gain_ci_low": low, "ndcg10_gain_ci_high": high,

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 if TYPE_CHECKING:  # only the callers that talk to MLflow pay for importing it (about a second)
     from mlflow import MlflowClient
@@ -87,6 +88,20 @@ def parse_iteration_experiment_name(name: str) -> tuple[str, str] | None:
     # Batch ids never contain " / "; plugin names may.
     plugin, separator, batch = name.removeprefix(_ITERATION_PREFIX).rpartition(" / ")
     return (plugin, batch) if separator and plugin and batch else None
+
+
+def ui_url(tracking_uri: str, experiment_id: str = "", run_id: str = "", model: str = "", version: str = ""
+           ) -> str | None:
+    """The MLflow UI page of a run (experiment and run ids) or of a model version, when the tracking URI
+    is an MLflow server (http or https); None for a local store, which has no UI."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    base = tracking_uri.rstrip("/")
+    if run_id and experiment_id:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    if model and version:
+        return f"{base}/#/models/{quote(model)}/versions/{version}"
+    return None
 
 
 def registered_model_name(plugin_name: str) -> str:

@@ -81,15 +81,19 @@ def send_sessions(settings: Settings, dataset: EvalDataset, ranker: Any, session
     return summary, released, item_vectors
 
 
-def held_out_scores(encoder: Any, dataset: EvalDataset, test: list, item_vectors: Any = None) -> dict:
-    """Per-query nDCG@10, MRR@10 and recall@100 of `encoder` on the test queries (full-corpus retrieval)."""
+def held_out_rankings(encoder: Any, dataset: EvalDataset, test: list, item_vectors: Any = None
+                      ) -> tuple[dict, list[list[str]]]:
+    """Per-query nDCG@10, MRR@10 and recall@100 of `encoder` on the test queries (full-corpus retrieval),
+    and the top 100 item ids it retrieved for each."""
     from services.evaluation.metrics import score_rankings
     from services.evaluation.retrieval import encode, top_k
 
     if item_vectors is None:
         item_vectors = encode(encoder, [i.text for i in dataset.items], show_progress_bar=True)
     indices, _ = top_k(encode(encoder, [q.text for q in test]), item_vectors, 100)
-    return score_rankings([[dataset.items[i].id for i in row] for row in indices], [q.relevant for q in test])
+    rankings = [[dataset.items[i].id for i in row] for row in indices]
+    return score_rankings(rankings, [q.relevant for q in test]), rankings
+
 
 
 def emulate(
@@ -129,7 +133,10 @@ def evaluate(
     model: Annotated[Path | None, typer.Option(help="The model to score: a sentence-transformers folder "
                                                     "(default: the packaged all-MiniLM-L6-v2).")] = None,
     baseline: Annotated[Path | None, typer.Option(help="Another model folder to compare with (before -> after, "
-                                                       "gain with its paired bootstrap 95% CI).")] = None,
+                                                       "gain with its paired bootstrap 95% CI), and write the "
+                                                       "comparison's report.")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where the report (report.html, report.md) goes, with "
+                                                         "--baseline (default: ES_STATE_DIR).")] = None,
     items: ItemsOption = None,
     queries: QueriesOption = None,
     seed: SeedOption = 0,
@@ -140,15 +147,15 @@ def evaluate(
     from services.evaluation.metrics import paired_bootstrap_ci
     from services.evaluation.simulation import split_queries
 
-    load_settings()
+    settings = load_settings()
     dataset = eval_dataset(items, queries)
     _, test = split_queries(dataset.queries, test_ratio, seed)
 
-    after = held_out_scores(load_encoder(model), dataset, test)
+    after, rankings_after = held_out_rankings(load_encoder(model), dataset, test)
     result = {"queries": len(test), **{k.replace("@", ""): float(v.mean()) for k, v in after.items()}}
     lines = [f"{len(test)} held-out queries"] + [f"{k:>10}: {float(v.mean()):.4f}" for k, v in after.items()]
     if baseline is not None:
-        before = held_out_scores(load_encoder(baseline), dataset, test)
+        before, rankings_before = held_out_rankings(load_encoder(baseline), dataset, test)
         low, high = paired_bootstrap_ci(before["ndcg@10"], after["ndcg@10"], seed=seed)
         gain = float(after["ndcg@10"].mean() - before["ndcg@10"].mean())
         lines = [f"{len(test)} held-out queries (baseline -> model)"] + [
@@ -156,4 +163,12 @@ def evaluate(
         lines.append(f"nDCG@10 gain {gain:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]")
         result.update({f"{k.replace('@', '')}_baseline": float(v.mean()) for k, v in before.items()})
         result.update({"ndcg10_gain_ci_low": low, "ndcg10_gain_ci_high": high})
+        from services.evaluation.report import Report, write_report
+
+        page, text = write_report(report_dir or settings.state_dir, Report(
+            f"es evaluate: {model or 'the packaged all-MiniLM-L6-v2'} against {baseline}", test,
+            {i.id: i.text for i in dataset.items}, before, after, rankings_before, rankings_after, (low, high),
+            labels=("baseline", "model")))
+        lines.append(f"report: {page} (and {text.name})")
+        result["report"] = str(page)
     emit(result, as_json, lines)

@@ -18,6 +18,7 @@ from services.client.channels import open_channel
 from services.client.registry import RegistryClient
 from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed, service_failed
 from services.common.errors import ServiceError
+from services.common.mlflow_models import ui_url
 from services.common.settings import Settings
 
 app = typer.Typer(help="Model versions (the registry service).", no_args_is_help=True)
@@ -102,7 +103,12 @@ def best(
     if model.params:
         lines.append("params: " + ", ".join(f"{key}={value}" for key, value in sorted(model.params.items())))
     lines.append(f"archive: {model.size_bytes} bytes, sha256 {model.sha256}")
-    emit(as_dict(model), as_json, lines)
+    tracking_uri = load_settings().mlflow_tracking_uri
+    link = ui_url(tracking_uri, model.iteration_id, model.run_id) or ui_url(tracking_uri, model=plugin,
+                                                                            version=model.version)
+    if link:
+        lines.append(f"MLflow: {link}")
+    emit({**as_dict(model), "mlflow_url": link or ""}, as_json, lines)
 
 
 def fetch_model(settings: Settings, plugin: str, version: str, out: Path | None) -> tuple[pb.ModelArchive, Path]:

@@ -24,6 +24,7 @@ from services.api.embedding_studio.v1 import trainer_pb2 as pb
 from services.api.embedding_studio.v1 import trainer_pb2_grpc
 from services.client.channels import open_channel
 from services.common.cli_support import JsonOption, as_dict, emit, load_settings, rpc_failed
+from services.common.mlflow_models import ui_url
 
 app = typer.Typer(help="Fine-tuning tasks (the trainer service).", no_args_is_help=True)
 
@@ -36,7 +37,9 @@ def stage_name(stage: int) -> str:
     return pb.TaskStage.Name(stage).removeprefix("TASK_STAGE_").lower() if stage else "-"
 
 
-def task_lines(task: pb.Task) -> list[str]:
+def task_lines(task: pb.Task, tracking_uri: str = "") -> list[str]:
+    """What `es task get|watch|create` print of a task; with an MLflow server's `tracking_uri`, the link to
+    its model version in the MLflow UI once it has one."""
     lines = [f"task {task.task_id}: {status_name(task.status)} ({stage_name(task.progress.stage)}), "
              f"plugin {task.fine_tuning_method!r}, batch {task.batch_id}, attempt {task.attempt}"
              + (f", {task.max_trials} trials" if task.max_trials else "")]
@@ -48,6 +51,9 @@ def task_lines(task: pb.Task) -> list[str]:
     if task.best_model_url:
         lines.append(f"best model: {task.best_model_url} "
                      f"(es model download {json.dumps(task.fine_tuning_method)})")
+    link = ui_url(tracking_uri, model=task.fine_tuning_method, version=task.model_version)
+    if link:
+        lines.append(f"MLflow: {link}")
     return lines
 
 
@@ -66,7 +72,7 @@ def _call_task(rpc: str, request: object) -> pb.Task:
 
 
 def _show(task: pb.Task, as_json: bool) -> None:
-    emit(as_dict(task), as_json, task_lines(task))
+    emit(as_dict(task), as_json, task_lines(task, load_settings().mlflow_tracking_uri))
 
 
 @app.command("create")
@@ -190,7 +196,7 @@ def watch(task_id: Annotated[str, typer.Argument()], as_json: JsonOption = False
             task = follow(_stub(channel), task_id, Console(stderr=True))
         except grpc.RpcError as error:
             raise rpc_failed(error, settings.trainer_addr, "ES_TRAINER_ADDR") from error
-    emit(as_dict(task), as_json, task_lines(task))
+    emit(as_dict(task), as_json, task_lines(task, load_settings().mlflow_tracking_uri))
     if task.status != pb.TASK_STATUS_DONE:
         raise typer.Exit(1)
 

@@ -54,6 +54,11 @@ def test_the_demo_runs_every_service_and_reports_quality_before_and_after(tmp_pa
     run = client.get_run(downloaded.run_id)
     assert run.data.tags[TAG_SHA256] == report["downloaded_sha256"]
     assert (Path(report["model_path"]) / "modules.json").is_file()
+    # The report: the table, held-out nDCG@10 over the training steps of the trial, and links to its MLflow run.
+    page = Path(report["report"])
+    assert page == state / "report.html" and (state / "report.md").is_file()
+    assert '<polyline class="trial"' in page.read_text() and "nDCG@10" in page.read_text()
+    assert report["mlflow_runs"] and all("/#/experiments/" in link for link in report["mlflow_runs"])
     # Every service it started was stopped in order (its log ends with "stopped").
     for service in ("ingest", "dataprep", "registry", "trainer"):
         assert '"stopped"' in (state / "logs" / f"{service}.log").read_text().splitlines()[-1]

@@ -58,16 +58,20 @@ def test_emulate_leaves_the_batch_collecting_by_default(ingest, ingest_server, s
     assert after.batch_id == before.batch_id and after.status == pb.BATCH_STATUS_COLLECTING
     assert after.session_count == before.session_count + report["sessions_accepted"] > before.session_count
 
-def test_evaluate_scores_a_model_and_compares_it_with_a_baseline(small_dataset) -> None:
+def test_evaluate_scores_a_model_and_compares_it_with_a_baseline(small_dataset, tmp_path) -> None:
     items, queries = small_dataset
     model = str(get_model_path())
     result = es("evaluate", "--model", model, "--baseline", model, "--items", str(items), "--queries", str(queries),
-                "--json")
+                "--report-dir", str(tmp_path / "report"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 < report["ndcg10"] <= 1 and report["ndcg10"] == report["ndcg10_baseline"]
     assert (report["ndcg10_gain_ci_low"], report["ndcg10_gain_ci_high"]) == (0.0, 0.0)
     assert "nDCG@10 gain +0.0000" in result.stderr
+    # Its report: the table and the gains' distribution, no training chart (there was no training).
+    page = tmp_path / "report" / "report.html"
+    assert report["report"] == str(page) and (tmp_path / "report" / "report.md").is_file()
+    assert '<rect class="bin"' in page.read_text() and "<polyline" not in page.read_text()
 
 
 def test_bad_inputs_are_refused_with_the_reason(small_dataset, tmp_path) -> None:

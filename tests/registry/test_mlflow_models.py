@@ -17,6 +17,7 @@ from services.common.mlflow_models import (
     extract_model_archive,
     log_model_folder,
     sha256_of,
+    ui_url,
     write_model_archive,
 )
 from tests.registry.helpers import (
@@ -101,3 +102,10 @@ def test_a_model_logged_before_mlflow_models_still_downloads_and_verifies(
     path, archive = download_model_archive(mlflow_client, run.info.run_id, tmp_path / "down")
     assert sha256_of(path) == archive.sha256
     assert (extract_model_archive(path, tmp_path / "model") / "modules.json").is_file()
+
+
+def test_ui_links_point_into_an_mlflow_servers_ui_and_a_local_store_has_none() -> None:
+    assert ui_url("http://mlflow:5000/", "7", "a" * 32) == f"http://mlflow:5000/#/experiments/7/runs/{'a' * 32}"
+    assert ui_url("https://m.example", model="Default Fine Tuning Method", version="3") == (
+        "https://m.example/#/models/Default%20Fine%20Tuning%20Method/versions/3")
+    assert ui_url("sqlite:///state/mlflow.db", "7", "a" * 32) is None

@@ -280,8 +280,8 @@ class FineTuningBuilder:
             search.exhausted = True
             return
         trial, params, key = drawn
-        run_id = manager.start_run(params.config(), key, settings.config())
         number = len(search.finished) + 1  # finished holds the runs of earlier processes and of this one
+        run_id = manager.start_run(params.config(), key, settings.config(), trial=number)
         context.on_progress(TrialProgress(number, self.initial_max_evals))
         try:
             model = copy.deepcopy(context.start_model)

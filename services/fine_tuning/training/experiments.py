@@ -147,9 +147,12 @@ class ExperimentsManager:
         scope = self.scope()
         return self._experiment(iteration_experiment_name(scope.plugin.name, scope.batch_id))
 
-    def start_run(self, params: dict[str, Any], params_key: str, settings_config: dict[str, Any]) -> str:
+    def start_run(self, params: dict[str, Any], params_key: str, settings_config: dict[str, Any],
+                  trial: int | None = None) -> str:
+        """A run of the iteration for one parameter set, named "trial <trial> / <batch>" in MLflow."""
         scope = self.scope()
-        run = self.client.create_run(self.iteration_experiment(), tags={
+        name = f"trial {trial} / {scope.batch_id}" if trial is not None else None
+        run = self.client.create_run(self.iteration_experiment(), run_name=name, tags={
             TAG_PLUGIN: scope.plugin.name, TAG_PLUGIN_VERSION: scope.plugin.version, TAG_BATCH: scope.batch_id,
             TAG_TASK: scope.task_id, TAG_KIND: KIND_TRIAL, TAG_PARAMS_KEY: params_key})
         values = {**{f"settings.{k}": v for k, v in settings_config.items()}, **params}

@@ -8,11 +8,13 @@ import sys
 
 import structlog
 
-# What the libraries a service runs write to stderr on their own: progress bars (tqdm: transformers,
-# sentence-transformers, huggingface_hub), MLflow's own log handler and transformers' advice. A service
-# turns them off (an operator's own values win), so that every line of its log is one JSON object.
+# What the libraries a service runs write on their own: progress bars (tqdm: transformers,
+# sentence-transformers, huggingface_hub), MLflow's own log handler and its "View run at" lines, and
+# transformers' advice. A service turns them off (an operator's own values win), so that every line of its
+# log is one JSON object.
 _QUIET_LIBRARIES = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "MLFLOW_CONFIGURE_LOGGING": "false",
-                    "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+                    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "TRANSFORMERS_VERBOSITY": "error",
+                    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
 
 def _processors() -> list:
@@ -35,7 +37,8 @@ def configure_service_logging(level: str = "info", fmt: str = "json") -> None:
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *_processors()]))
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(max(logging.getLevelNamesMapping()[level.upper()], logging.INFO))
+    # The libraries' own INFO chatter stays out (sentence-transformers also draws its encode bars at INFO).
+    root.setLevel(max(logging.getLevelNamesMapping()[level.upper()], logging.WARNING))
     logging.captureWarnings(True)
 
 

@@ -127,6 +127,12 @@ class TaskRunner:
                                  should_stop=should_stop,
                                  previous_best=previous)
 
+            if result.best_is_start:
+                # Nothing to hand in: no trial's checkpoint beat the start model on the held-out sessions.
+                reason = (f"no trial beat the start model (version {best.version}) on the batch's held-out sessions "
+                          f"(nDCG@10 {result.start_scores.ndcg_at_10:.4f}); no new version was recorded")
+                log.info("start_model_kept", task_id=task_id, version=best.version)
+                return Outcome(best.version, False, best_model_url(plugin_name, best.version), reason)
             report(trainer_pb2.TASK_STAGE_SUBMITTING, None)
             compared, compared_scores = best, result.start_scores
             candidate_scores = result.best_scores

@@ -132,7 +132,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             task = (await self._store.get(task_id)).task
         except ServiceError:
             return None
-        if (task.fine_tuning_method != request.fine_tuning_method or task.max_trials != request.max_trials
+        if (task.fine_tuning_method != request.fine_tuning_method
+                or (request.max_trials and request.max_trials != task.max_trials)
                 or (request.batch_id and request.batch_id != task.batch_id)):
             raise AlreadyExists(f"idempotency_key: task {task_id} was created under this key for plugin "
                                 f"{task.fine_tuning_method!r}, batch {task.batch_id!r} and max_trials "

@@ -89,6 +89,25 @@ def test_fine_tuning_keeps_the_best_checkpoint_and_records_the_runs(minilm: Text
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
 
+def test_a_search_whose_checkpoints_never_beat_the_start_model_records_that_and_saves_no_model(
+        minilm: TextToTextModel, tmp_path: Path, tracking_uri: str) -> None:
+    batch = small_batch(minilm, tmp_path / "data")
+    manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10", [MetricsAccumulator("train_loss", True)])
+    ruinous = {**SPACE, "num_fixed_layers": [0], "items_lr": [0.5]}  # a rate that wrecks the model at once
+    builder = builder_for(batch, manager, ruinous, evals=1, epochs=1)
+    with iteration_scope(META, batch_id="batch-start", task_id="task-start"):
+        result = builder.run(minilm)
+    assert result.best_is_start and result.model is minilm
+    assert result.best_scores == result.start_scores
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.best_run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["es.best_is_start"] == "true"
+    assert TAG_SHA256 not in run.data.tags and not client.list_artifacts(run.info.run_id)
+    with iteration_scope(META, batch_id="batch-start", task_id="task-start"):  # a resumed search knows it too
+        resumed = builder_for(batch, manager, ruinous, evals=1, epochs=1).run(minilm)
+    assert resumed.best_is_start and resumed.runs == []
+
+
 def test_a_search_trains_on_one_pair_per_query_and_clicked_item_when_the_settings_say_posterior(
         minilm: TextToTextModel, tmp_path: Path, tracking_uri: str) -> None:
     batch = small_batch(minilm, tmp_path / "data", sessions=300)

@@ -43,8 +43,8 @@ class Stack:
     nats_url: str
     trainers: list[ServiceProcess] = field(default_factory=list)
 
-    def knobs(self, **values: int) -> None:
-        """Epochs and trials of the tiny plugin for the tasks that start from now on."""
+    def knobs(self, **values: float) -> None:
+        """Epochs, trials and the first items_lr of the tiny plugin for the tasks that start from now on."""
         (self.root / "knobs.json").write_text(json.dumps(values))
 
     def start_trainer(self, name: str) -> ServiceProcess:

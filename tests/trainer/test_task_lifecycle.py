@@ -118,3 +118,21 @@ def _is_json_object(line: str) -> bool:
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
+
+
+def test_a_task_whose_training_never_beats_the_start_model_keeps_it_and_records_no_version(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub) -> None:
+    stack.knobs(epochs=1, trials=1, items_lr=0.5)  # a learning rate that wrecks the model at its first step
+    stack.fill_batch("wreck", sessions=60, seed=11)
+    best = stack.registry.GetBestModel(registry_pb2.GetBestModelRequest(fine_tuning_method=PLUGIN), timeout=60).model
+    versions = stack.registry.ListModelVersions(registry_pb2.ListModelVersionsRequest(fine_tuning_method=PLUGIN),
+                                                timeout=60).versions
+    task = stack.create_task("wreck-1")
+    done = watch_until_done(trainer_stub, task.task_id)[-1]
+    assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
+    assert (done.model_version, done.promoted) == (best.version, False)
+    after = stack.registry.ListModelVersions(registry_pb2.ListModelVersionsRequest(fine_tuning_method=PLUGIN),
+                                             timeout=60).versions
+    assert len(after) == len(versions)  # no version for a copy of the start model
+    [run] = iteration_runs(stack, task.batch_id, task.task_id)
+    assert run.data.tags["es.best_is_start"] == "true" and "es.model_sha256" not in run.data.tags

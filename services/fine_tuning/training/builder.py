@@ -26,7 +26,7 @@ from services.common.mlflow_models import download_model_archive, extract_model_
 from services.fine_tuning.training.click_model import PositionClickModel, position_weight
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
 from services.fine_tuning.training.examples import ClickExample, make_click_examples, make_judged_examples
-from services.fine_tuning.training.experiments import ExperimentsManager, TrialRecord
+from services.fine_tuning.training.experiments import TAG_BEST_IS_START, ExperimentsManager, TrialRecord
 from services.fine_tuning.training.loop import Progress, RunResult, TrainingCanceled, train_run
 from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache, TextToTextModel, load_model
 from services.fine_tuning.training.protocols import QueryRetriever, RankingDataset
@@ -63,6 +63,8 @@ class IterationResult:
     model: EmbeddingModel
     trials: list[TrialRecord] = field(default_factory=list)
     runs: list[RunResult] = field(default_factory=list)
+    # No trial's checkpoint beat the start model: `model` is the start model and the best run saved none.
+    best_is_start: bool = False
 
 
 @dataclass
@@ -132,6 +134,12 @@ def _typed(params: dict[str, Any], distributions: dict[str, optuna.distributions
             value = value == "True" if isinstance(example, bool) else type(example)(value)
         typed[name] = _encode(value)
     return typed
+
+
+def _in_space(point: dict[str, Any], distributions: dict[str, optuna.distributions.CategoricalDistribution]
+              ) -> bool:
+    """Whether a (typed) parameter set is a point of the search space: every parameter, each a choice."""
+    return point.keys() == distributions.keys() and all(v in distributions[k].choices for k, v in point.items())
 
 
 def load_run_model(manager: ExperimentsManager, run_id: str, max_seq_length: int | None) -> EmbeddingModel:
@@ -231,7 +239,7 @@ class FineTuningBuilder:
         search = _Search(study, distributions, [])
         for record in records:
             params = _typed(record.params, distributions)
-            if len(params) != len(distributions):
+            if not _in_space(params, distributions):
                 continue
             if record.status == "FINISHED" and record.value is not None:
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
@@ -248,9 +256,11 @@ class FineTuningBuilder:
                 manager.finish_run(record.run_id, "KILLED")
             if not any(f.params_key == record.params_key for f in records if f.status == "FINISHED"):
                 study.enqueue_trial(params, skip_if_exists=False)
-        for params in previous_best:
-            study.enqueue_trial(_typed(params, distributions))
-        if not records and not previous_best:  # a fresh search tries the plugin's first choices first
+        # The earlier iterations' best points, except any that is not in this space (the plugin changed it).
+        earlier = [p for p in (_typed(q, distributions) for q in previous_best) if _in_space(p, distributions)]
+        for point in earlier:
+            study.enqueue_trial(point)
+        if not records and not earlier:  # a fresh search tries the plugin's first choices first
             study.enqueue_trial({name: d.choices[0] for name, d in distributions.items()})
         return search
 
@@ -299,9 +309,11 @@ class FineTuningBuilder:
             if value is None:
                 raise ValueError(f"main_metric '{manager.main_metric}' is not a logged metric; logged: "
                                  f"{', '.join(sorted(best_metrics))}")
-            manager.save_model(run_id, model, params.config(), result.initial, result.best)
+            best_is_start = result.best_step == 0
+            if not best_is_start:  # a copy of the start model is no new model: nothing to save
+                manager.save_model(run_id, model, params.config(), result.initial, result.best)
             manager.log_metrics(run_id, {f"best_{k}": v for k, v in best_metrics.items()}, result.steps)
-            manager.finish_run(run_id, "FINISHED")
+            manager.finish_run(run_id, "FINISHED", tags={TAG_BEST_IS_START: "true"} if best_is_start else None)
         except TrainingCanceled:
             manager.finish_run(run_id, "KILLED")
             search.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -314,7 +326,7 @@ class FineTuningBuilder:
             return
         search.study.tell(trial, value)
         search.results.append(result)
-        search.finished.append(TrialRecord(run_id, key, params.config(), "FINISHED", value))
+        search.finished.append(TrialRecord(run_id, key, params.config(), "FINISHED", value, best_is_start))
         search.failures = 0
         log.info("trial_finished", run_id=run_id, value=value, params=params.config())
         if value >= max(r.value for r in search.finished if r.value is not None):
@@ -334,6 +346,11 @@ class FineTuningBuilder:
     def _chosen(self, search: _Search, start_model: EmbeddingModel) -> IterationResult:
         """The best finished run, with its scores and the start model's on the held-out sessions."""
         best_record = max(search.finished, key=lambda r: r.value if r.value is not None else float("-inf"))
+        if best_record.best_is_start:  # no trial beat the start model: it stays what the iteration has
+            scores = (search.best.start_scores if search.best is not None and search.best.run_id == best_record.run_id
+                      else self.score(start_model))
+            return IterationResult(best_record.run_id, best_record.params, scores, scores, start_model,
+                                   search.finished, search.results, best_is_start=True)
         if search.best is not None and search.best.run_id == best_record.run_id:
             # The start model's scores from the best run's own loop: scored the same way (same item cache).
             best_model, best_scores, start_scores = search.best.model, search.best.scores, search.best.start_scores

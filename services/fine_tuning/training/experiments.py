@@ -39,6 +39,9 @@ from services.fine_tuning.training.evaluation import HeldOutScores
 
 TAG_MODEL_CLASS = "es.model_class"
 TAG_PARAMS_KEY = "es.params_key"  # identifies a parameter set across retries of a trial
+# "true" on a finished run whose best checkpoint was the start model (no training step beat it on the
+# held-out sessions): it saved no model, and the iteration records no new version for it.
+TAG_BEST_IS_START = "es.best_is_start"
 
 _scope: contextvars.ContextVar[IterationScope | None] = contextvars.ContextVar("es_iteration_scope", default=None)
 
@@ -76,6 +79,7 @@ class TrialRecord:
     params: dict[str, Any]
     status: str  # MLflow run status: FINISHED, FAILED, KILLED, RUNNING
     value: float | None  # the main metric at the run's best checkpoint, for finished runs
+    best_is_start: bool = False  # its best checkpoint was the start model: it saved no model of its own
 
 
 class ExperimentsManager:
@@ -208,5 +212,6 @@ class ExperimentsManager:
             order_by=["attributes.start_time ASC"], max_results=10_000)
         return [TrialRecord(run.info.run_id, run.data.tags.get(TAG_PARAMS_KEY, ""),
                             {k: v for k, v in run.data.params.items() if not k.startswith("settings.")},
-                            run.info.status, run.data.metrics.get(f"best_{self.main_metric}"))
+                            run.info.status, run.data.metrics.get(f"best_{self.main_metric}"),
+                            run.data.tags.get(TAG_BEST_IS_START) == "true")
                 for run in runs]

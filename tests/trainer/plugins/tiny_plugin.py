@@ -1,6 +1,6 @@
-"""A test plugin: the default plugin's shape with a tiny 2-layer BERT (ES_TEST_MODEL_PATH), and epochs
-and trials read from a JSON file of knobs (ES_TEST_KNOBS) each time a task builds it, so a test can make
-a trial last long enough to cancel or kill it."""
+"""A test plugin: the default plugin's shape with a tiny 2-layer BERT (ES_TEST_MODEL_PATH), and epochs,
+trials and the first learning rate read from a JSON file of knobs (ES_TEST_KNOBS) each time a task builds
+it, so a test can make a trial last long enough to cancel or kill it, or train nothing worth keeping."""
 
 import json
 import os
@@ -32,9 +32,9 @@ from services.fine_tuning.training import (
 )
 
 
-def knob(name: str, default: int) -> int:
+def knob(name: str, default: float) -> float:
     path = os.environ.get("ES_TEST_KNOBS")
-    return int(json.loads(Path(path).read_text()).get(name, default)) if path and Path(path).exists() else default
+    return json.loads(Path(path).read_text()).get(name, default) if path and Path(path).exists() else default
 
 
 class TinyFineTuningMethod(FineTuningMethod):
@@ -49,11 +49,12 @@ class TinyFineTuningMethod(FineTuningMethod):
         self.storage_producer = ItemStorageProducer(self.normalizer)
         self.accumulators = [MetricsAccumulator("train_loss", True, True, True, True)]
         self.manager = ExperimentsManager(settings.MLFLOW_TRACKING_URI, "test_ndcg_at_10", self.accumulators)
-        self.initial_params = {"num_fixed_layers": [0, 1], "query_lr": [1e-3], "items_lr": [1e-3, 3e-4],
-                               "query_weight_decay": [0.0], "items_weight_decay": [0.0], "margin": [0.05]}
+        self.initial_params = {"num_fixed_layers": [0, 1], "query_lr": [1e-3],
+                               "items_lr": [knob("items_lr", 1e-3), 3e-4], "query_weight_decay": [0.0],
+                               "items_weight_decay": [0.0], "margin": [0.05]}
         self.settings = FineTuningSettings(
             loss_func=ClickContrastiveLoss(), max_seq_length=32, batch_size=16, test_each_n_sessions=0.5,
-            num_epochs=knob("epochs", 1), early_stopping_patience=1_000_000)
+            num_epochs=int(knob("epochs", 1)), early_stopping_patience=1_000_000)
 
     def upload_initial_model(self):
         model = SentenceTransformer(os.environ["ES_TEST_MODEL_PATH"], device="cpu")
@@ -74,5 +75,5 @@ class TinyFineTuningMethod(FineTuningMethod):
             fine_tuning_settings=self.settings,
             initial_params=self.initial_params,
             ranking_data=ranking_dataset,
-            initial_max_evals=knob("trials", 2),
+            initial_max_evals=int(knob("trials", 2)),
         )

@@ -11,11 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from tests.registry.helpers import log_initial
 from tests.servers import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
+
+
+@pytest.fixture
+def clickstream_db_url(tmp_path: Path) -> str:
+    """SQLite only: what the examples show does not depend on the store (both are tested elsewhere)."""
+    return f"sqlite:///{tmp_path / 'clickstream.db'}"
 
 
 def python_blocks(heading: str) -> list[str]:

@@ -153,7 +153,12 @@ def load_run_model(manager: ExperimentsManager, run_id: str, max_seq_length: int
 
 class FineTuningBuilder:
     """Holds what a plugin's `get_fine_tuning_builder` gathers (the seed's arguments, by name) and runs
-    the iteration when the trainer calls `run(start_model)`."""
+    the iteration when the trainer calls `run(start_model)`.
+
+    `data_loader`, `clickstream_parser`, `clickstream_sessions_splitter`, `dataset_fields_normalizer`,
+    `item_storage_producer` and `accumulators` are accepted because the seed's plugins pass them, and
+    unused: the dataset is made before (`ranking_data`, by `prepare_data` with the same parts) and the
+    accumulators are the `experiments_manager`'s."""
 
     def __init__(
         self,
@@ -179,13 +184,7 @@ class FineTuningBuilder:
         empty = [name for name, choices in initial_params.items() if not choices]
         if empty:
             raise ValueError(f"initial_params offers no value for {', '.join(empty)}")
-        self.data_loader = data_loader
         self.query_retriever = query_retriever
-        self.clickstream_parser = clickstream_parser
-        self.clickstream_sessions_splitter = clickstream_sessions_splitter
-        self.dataset_fields_normalizer = dataset_fields_normalizer
-        self.item_storage_producer = item_storage_producer
-        self.accumulators = list(accumulators)
         self.experiments_manager = experiments_manager
         self.fine_tuning_settings = fine_tuning_settings
         self.initial_params = initial_params

@@ -22,7 +22,7 @@ def test_listing_returns_each_tasks_latest_record_and_no_idempotency_entry(nats_
                 task = pb.Task(task_id=f"t{number}", fine_tuning_method="M", status=pb.TASK_STATUS_PENDING)
                 assert await store.create(TaskRecord(task)) is not None
             await store.claim_key("retry-key", "t1")
-            changed = await store.mutate("t2", lambda r: r.set_status(pb.TASK_STATUS_CANCELED, "canceled"))
+            changed = await store.mutate("t2", lambda r: r.set_status(pb.TASK_STATUS_CANCELED, pb.TASK_STAGE_CANCELED))
             return empty, await store.all(), changed
         finally:
             await connection.close()

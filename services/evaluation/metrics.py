@@ -1,9 +1,10 @@
 """Ranking metrics as trec_eval computes them (nDCG with linear gain, MRR, recall), per query, and a
 paired bootstrap confidence interval of a mean difference.
 
-Hand-written on purpose: ranx (the maintained library) JIT-compiles with numba on first use, which
-costs about a minute on a 2-core machine — longer than a whole held-out evaluation here. These are a
-few lines of numpy, and `tests/evaluation/test_metrics.py` checks them against ranx."""
+Hand-written on purpose: ranx JIT-compiles with numba on first use, which costs about a minute on a
+2-core machine — longer than a whole held-out evaluation here — and ir-measures needs trec_eval's
+compiled extension at run time. These are a few lines of numpy, and `tests/evaluation/test_metrics.py`
+checks them against trec_eval itself (ir-measures' pytrec_eval)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ batch_app = typer.Typer(help="Clickstream batches (the ingest service).", no_arg
 app.add_typer(batch_app, name="batch")
 app.add_typer(registry_cli.app, name="model")
 app.add_typer(registry_cli.iteration_app, name="iteration")
+app.add_typer(registry_cli.experiment_app, name="experiment")
 app.add_typer(trainer_cli.app, name="task")
 
 

@@ -4,7 +4,10 @@
 (services/launcher.py), replays EVALUATION.md's simulated users of a data set (default: the BBC News
 corpus) through the ingest API, creates a fine-tuning task with the default plugin (which releases the
 batch), follows it, downloads the best model through `RegistryService.DownloadModel`, and scores the base
-and the downloaded model on the held-out queries. `es up` starts the same stack and waits."""
+and the downloaded model on the held-out queries. With `--online-sessions N` the registry promotes online
+(ES_PROMOTION=online): the task's held-out winner becomes the challenger, and N more simulated users (on
+train queries) are shown the two models interleaved, through GetServingPlan and the ingest API, until
+the registry's online experiment decides. `es up` starts the same stack and waits."""
 
 from __future__ import annotations
 
@@ -24,7 +27,11 @@ from rich.console import Console
 
 from services.api.embedding_studio.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.client.channels import open_channel
-from services.common.cli_support import JsonOption, emit, load_settings, rpc_failed
+from services.client.clickstream import ClickstreamClient
+from services.client.registry import RegistryClient
+from services.common.cli_support import JsonOption, emit, load_settings, rpc_failed, service_failed
+from services.common.errors import ServiceError
+from services.common.settings import Settings
 from services.evaluation.cli import (
     ItemsOption,
     QueriesOption,
@@ -34,6 +41,7 @@ from services.evaluation.cli import (
     load_encoder,
     send_sessions,
 )
+from services.evaluation.datasets import EvalDataset
 from services.evaluation.metrics import paired_bootstrap_ci
 from services.evaluation.report import Report, write_report
 from services.launcher import LocalStack
@@ -42,6 +50,12 @@ from services.trainer.cli import follow
 DEFAULT_PLUGIN = "Default Fine Tuning Method"
 TEST_RATIO = 0.2
 TOP_K = 20
+# Online sessions sent between two looks at the experiment.
+ONLINE_CHUNK = 100
+# How long the demo waits, after its last online session, for the registry's referee to decide.
+DECISION_WAIT_S = 60.0
+DECISIONS = {registry_pb2.EXPERIMENT_STATE_CHALLENGER_WON: "challenger_won",
+             registry_pb2.EXPERIMENT_STATE_CHAMPION_KEPT: "champion_kept"}
 
 
 def _say(console: Console, message: str) -> None:
@@ -66,6 +80,10 @@ def demo(
     plugin: Annotated[str, typer.Option(help="The plugin to fine-tune.")] = DEFAULT_PLUGIN,
     keep_running: Annotated[bool, typer.Option(help="Leave the stack (and the MLflow UI) up after the report, "
                                                     "until Ctrl-C.")] = False,
+    online_sessions: Annotated[int, typer.Option(min=0, help=(
+        "Promote online: after training, at most this many simulated searches (train queries) see the "
+        "champion and the challenger interleaved until the online experiment decides (try 2000; 0: offline "
+        "promotion)."))] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Simulated users search a corpus through the real API; the default plugin's model is fine-tuned on
@@ -75,14 +93,17 @@ def demo(
     dataset = eval_dataset(items, queries)
     state = _fresh_state(state_dir)
     items_path, _ = dataset.write(state / "data")
-    stack = LocalStack(state, {"ES_ITEMS_URI": str(items_path)})
+    extra_env = {"ES_ITEMS_URI": str(items_path)}
+    if online_sessions:
+        extra_env |= {"ES_PROMOTION": "online", "ES_EXPERIMENT_POLL_S": os.environ.get("ES_EXPERIMENT_POLL_S", "1")}
+    stack = LocalStack(state, extra_env)
     _say(console, f"state, logs and the downloaded model go to {state}")
     try:
         os.environ.update(stack.start(on_status=lambda m: _say(console, m)))
         settings = load_settings()
         from services.evaluation.simulation import split_queries
 
-        _, test = split_queries(dataset.queries, TEST_RATIO, seed)
+        train, test = split_queries(dataset.queries, TEST_RATIO, seed)
         base = load_encoder(None)
         _say(console, f"simulating {sessions} search sessions on {len(dataset.items)} items ...")
         summary, _, base_vectors = send_sessions(settings, dataset, base, sessions, seed, TEST_RATIO, TOP_K,
@@ -104,7 +125,11 @@ def demo(
             raise typer.Exit(1)
         from services.registry.cli import fetch_model
 
-        header, model_folder = fetch_model(settings, plugin, "", state / "model")
+        # Offline promotion: the best model. Online: the task's held-out winner, the experiment's challenger.
+        header, model_folder = fetch_model(settings, plugin, task.model_version if task.experiment_id else "",
+                                           state / "model")
+        online = (_run_online(settings, console, plugin, dataset, train, online_sessions, seed, state)
+                  if online_sessions else {})
         with open_channel(settings.registry_addr, settings) as channel:
             best = registry_pb2_grpc.RegistryServiceStub(channel).GetBestModel(
                 registry_pb2.GetBestModelRequest(fine_tuning_method=plugin), timeout=60).model
@@ -120,7 +145,7 @@ def demo(
         chain = {"sessions_stored": summary.sessions_accepted + summary.sessions_duplicate,
                  "batch_id": task.batch_id, "task_id": task.task_id, "task_model_version": task.model_version,
                  "downloaded_version": header.version, "downloaded_sha256": header.sha256, "state_dir": str(state),
-                 "report": str(page), "mlflow_runs": links}
+                 "report": str(page), "mlflow_runs": links, **online}
         _report(before, after, seed, best, header.version, model_folder, plugin, time.monotonic() - began, as_json,
                 chain)
         if keep_running:
@@ -132,6 +157,58 @@ def demo(
     finally:
         _say(console, "stopping the services ...")
         stack.stop()
+
+
+def _ranked_ids(folder: Path, dataset: EvalDataset, queries: list) -> list[list[str]]:
+    """Each query's top TOP_K item ids by the model in `folder`, over the whole corpus."""
+    from services.evaluation.retrieval import encode, top_k
+
+    encoder = load_encoder(folder)
+    indices, _ = top_k(encode(encoder, [q.text for q in queries]),
+                       encode(encoder, [i.text for i in dataset.items], show_progress_bar=True), TOP_K)
+    return [[dataset.items[i].id for i in row] for row in indices]
+
+
+def _run_online(settings: Settings, console: Console, plugin: str, dataset: EvalDataset, train: list,
+                sessions: int, seed: int, state: Path) -> dict:
+    """What a search backend does while an experiment runs, for simulated users: the serving plan, both
+    models' rankings, the team-draft merge, and the session with its teams and clicks to ingest; a look at
+    the experiment after every ONLINE_CHUNK sessions, until it is decided or `sessions` were sent."""
+    from services.evaluation.online import interleaved_sessions
+    from services.registry.cli import experiment_line, fetch_model
+
+    try:
+        with RegistryClient(settings.registry_addr, settings=settings) as registry:
+            plan = registry.serving_plan(plugin)
+            if not plan.experiment_id:
+                _say(console, "no online experiment runs (the candidate did not win the held-out gate)")
+                return {"online_sessions": 0, "online_wins": 0, "online_losses": 0, "online_ties": 0,
+                        "online_p_value": 1.0, "online_decision": "undecided"}
+            rankings = []
+            for team, version in (("champion", plan.champion), ("challenger", plan.challenger)):
+                _, folder = fetch_model(settings, plugin, version.version, state / "online" / team)
+                _say(console, f"ranking the {len(train)} train queries with the {team}, version {version.version} ...")
+                rankings.append(_ranked_ids(folder, dataset, train))
+            simulated = interleaved_sessions(train, rankings[0], rankings[1], plan.experiment_id, sessions, seed,
+                                             dataset.max_grade, TOP_K)
+            _say(console, f"experiment {plan.experiment_id}: up to {sessions} interleaved searches ...")
+            sent, experiment = 0, registry.experiment(plan.experiment_id)
+            with ClickstreamClient(settings.ingest_addr, settings=settings) as clickstream:
+                while experiment.state == registry_pb2.EXPERIMENT_STATE_RUNNING and sent < sessions:
+                    chunk = [next(simulated) for _ in range(min(ONLINE_CHUNK, sessions - sent))]
+                    clickstream.ingest(s.register_request(plan.experiment_id) for s in chunk)
+                    sent += len(chunk)
+                    experiment = registry.experiment(plan.experiment_id)
+            deadline = time.monotonic() + DECISION_WAIT_S
+            while experiment.state == registry_pb2.EXPERIMENT_STATE_RUNNING and time.monotonic() < deadline:
+                time.sleep(1)
+                experiment = registry.experiment(plan.experiment_id)
+    except ServiceError as error:
+        raise service_failed(error, settings.registry_addr, "ES_REGISTRY_ADDR") from error
+    _say(console, experiment_line(experiment))
+    return {"online_experiment_id": experiment.experiment_id, "online_sessions": sent,
+            "online_wins": experiment.wins, "online_losses": experiment.losses, "online_ties": experiment.ties,
+            "online_p_value": experiment.p_value, "online_decision": DECISIONS.get(experiment.state, "undecided")}
 
 
 def training_runs(tracking_uri: str, plugin: str, batch_id: str, task_id: str
@@ -184,6 +261,10 @@ def _report(before: dict, after: dict, seed: int, best: registry_pb2.ModelVersio
         lines.append(f"no fine-tuned version beat the base model on the batch's held-out sessions ({best.reason})")
     lines.append(f"downloaded version {version} to {folder} (again: es model download {json.dumps(plugin)} "
                  f"--version {version}, with ES_REGISTRY_ADDR set to a running registry)")
+    if "online_decision" in chain:
+        lines.append(f"online: {chain['online_sessions']} interleaved searches, {chain['online_wins']} won by the "
+                     f"challenger, {chain['online_losses']} by the champion, {chain['online_ties']} tied, "
+                     f"p = {chain['online_p_value']:.4g}: {chain['online_decision']}")
     lines.append(f"report: {chain['report']} (and report.md beside it)")
     lines += [f"MLflow run {link}" for link in chain["mlflow_runs"]]
     lines.append(f"took {seconds:.0f} s")

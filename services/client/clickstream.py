@@ -53,14 +53,18 @@ class ClickstreamClient(ServiceClient):
 
     def register_session(self, session_id: str, query: str, results: Sequence[pb.SearchResult], *,
                          user_id: str = "", events: Sequence[pb.Event] = (), irrelevant: bool = False,
-                         meta: dict[str, Any] | None = None, created_at: int = 0) -> pb.RegisterSessionResponse:
+                         meta: dict[str, Any] | None = None, created_at: int = 0,
+                         experiment_id: str = "") -> pb.RegisterSessionResponse:
         """Registers one search session: the query, the results shown (in the order shown, each with the
         ranker's score), optionally its first events and the irrelevant mark. `created_at` (Unix
-        seconds; 0 = the server's clock) dates it. Sending the same session again is answered with
-        `duplicate=True`; different content under a used `session_id` is `AlreadyExists`."""
+        seconds; 0 = the server's clock) dates it. A session that showed an online experiment's
+        interleaved list names the experiment and each result its `team` (`services.client.interleaving`).
+        Sending the same session again is answered with `duplicate=True`; different content under a used
+        `session_id` is `AlreadyExists`."""
         return self._call("RegisterSession", pb.RegisterSessionRequest(
             session_id=session_id, search_query=query, search_results=results, search_meta=_struct(meta),
-            user_id=user_id, created_at=created_at, is_irrelevant=irrelevant, events=events))
+            user_id=user_id, created_at=created_at, is_irrelevant=irrelevant, events=events,
+            experiment_id=experiment_id))
 
     def push_events(self, session_id: str, events: Sequence[pb.Event]) -> pb.PushEventsResponse:
         """Adds events (clicks, add-to-carts, ...) to a registered session; an event id already stored

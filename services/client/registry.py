@@ -57,6 +57,15 @@ class RegistryClient(ServiceClient):
         """The version to serve now: its held-out scores, what it beat, its archive's sha256."""
         return self._call("GetBestModel", pb.GetBestModelRequest(fine_tuning_method=plugin)).model
 
+    def serving_plan(self, plugin: str) -> pb.GetServingPlanResponse:
+        """What to serve now: the champion, and while an online experiment runs, the challenger and the
+        experiment's id (interleave the two with `services.client.interleaving.team_draft`)."""
+        return self._call("GetServingPlan", pb.GetServingPlanRequest(fine_tuning_method=plugin))
+
+    def experiment(self, experiment_id: str) -> pb.Experiment:
+        """An online experiment with its counts, p-value and decision."""
+        return self._call("GetExperiment", pb.GetExperimentRequest(experiment_id=experiment_id)).experiment
+
     def list_versions(self, plugin: str) -> list[pb.ModelVersion]:
         """Every version of the plugin, oldest first; `is_best` marks the one to serve."""
         return list(self._call("ListModelVersions", pb.ListModelVersionsRequest(fine_tuning_method=plugin)).versions)

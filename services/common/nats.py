@@ -25,6 +25,7 @@ DATASET_READY = "es.dataprep.dataset.ready"
 DATASET_FAILED = "es.dataprep.dataset.failed"
 TASK_UPDATED = "es.trainer.task.updated"
 MODEL_PROMOTED = "es.registry.model.promoted"
+EXPERIMENT_STARTED = "es.registry.experiment.started"
 
 # How long JetStream remembers a Nats-Msg-Id: a re-publish within it (a retry after a crash between
 # "published" and "recorded as published") is dropped.

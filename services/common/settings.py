@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     dataprep_max_deliver: int = Field(20, ge=1, description=(
         "Deliveries a dataset request gets (waits from 2 s doubling to 60 s between them, about 17 minutes "
         "in all at 20) before dataprep fails the dataset with the last error."))
+    promotion: str = Field("offline", pattern="^(offline|online)$", description=(
+        "offline: a candidate that wins the held-out gate becomes the best; online: it becomes the challenger "
+        "of an interleaving experiment with real users and the best only if it wins there."))
+    experiment_alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of an online experiment's "
+                                    "decision.")
+    experiment_min_sessions: int = Field(200, ge=1, description=(
+        "Non-tied sessions at which an online experiment decides (one look at this horizon)."))
+    experiment_max_sessions: int = Field(20_000, ge=1, description=(
+        "Sessions, ties included, after which an undecided online experiment stops and the champion stays."))
+    experiment_poll_s: float = Field(10.0, gt=0, description="Seconds between the registry's looks at the "
+                                     "counts of running experiments.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="Seconds in-flight RPCs get to finish on SIGTERM.")
     log_level: str = Field("info", pattern="^(?i:debug|info|warning|error|critical)$",
                            description="debug, info, warning, error or critical.")
@@ -107,6 +118,9 @@ class Settings(BaseSettings):
             self.artifacts_uri = str(state / "artifacts")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("ES_TLS_CERT and ES_TLS_KEY must be set together")
+        if self.experiment_min_sessions > self.experiment_max_sessions:
+            raise ValueError(f"ES_EXPERIMENT_MIN_SESSIONS ({self.experiment_min_sessions}) must not exceed "
+                             f"ES_EXPERIMENT_MAX_SESSIONS ({self.experiment_max_sessions})")
         return self
 
     @property

@@ -9,6 +9,7 @@ from services.common.logging import get_logger
 from services.common.nats import NatsConnection
 from services.common.server import GrpcHost, Registration
 from services.common.settings import Limits, Settings
+from services.ingest.experiments import experiment_consumer
 from services.ingest.outbox import OutboxRelay
 from services.ingest.servicer import ClickstreamServicer
 from services.ingest.store import ClickstreamStore
@@ -21,12 +22,14 @@ log = get_logger("ingest")
 
 async def start(settings: Settings, limits: Limits, host: str, port: int) -> Callable[[], Awaitable[None]]:
     """Brings the service up and returns its shutdown: health, server (in-flight RPCs finish), relay,
-    NATS drain, store."""
+    experiment consumer, NATS drain, store."""
     store = ClickstreamStore(settings.clickstream_db_url)
     nats = NatsConnection(settings.nats_url, name="es-ingest")
     nats.start()
     relay = OutboxRelay(store, nats)
     relay.start()
+    experiments = experiment_consumer(store, nats)
+    experiments.start()
     grpc_host = GrpcHost(settings, limits)
     servicer = ClickstreamServicer(store, limits, on_outbox_write=relay.wake)
     bound = await grpc_host.start(
@@ -41,6 +44,7 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
         await grpc_host.stop()
         servicer.close()
         await relay.stop()
+        await experiments.stop()
         await nats.close()
         store.close()
         log.info("stopped", service=SERVICE_NAME)

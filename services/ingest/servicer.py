@@ -109,6 +109,12 @@ class ClickstreamServicer(clickstream_pb2_grpc.ClickstreamServiceServicer):
         return pb.ReleaseBatchResponse(released_batch=result.released, next_batch=result.next,
                                        duplicate=result.duplicate)
 
+    async def GetExperimentOutcome(self, request: pb.GetExperimentOutcomeRequest,
+                                   context: grpc.aio.ServicerContext) -> pb.GetExperimentOutcomeResponse:
+        self._validate.experiment_id(request.experiment_id)
+        outcome = await self._run(self._store.experiment_outcome, request.experiment_id)
+        return pb.GetExperimentOutcomeResponse(outcome=outcome)
+
     async def StreamBatchSessions(self, request: pb.StreamBatchSessionsRequest, context: grpc.aio.ServicerContext
                                   ) -> AsyncIterator[pb.StreamBatchSessionsResponse]:
         if not request.batch_id:

@@ -39,10 +39,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     bindparam,
+    case,
     create_engine,
+    distinct,
     event,
+    func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -64,7 +70,8 @@ from services.common.errors import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+# 2: sessions.experiment_id, and the experiments and experiment_results tables (online experiments).
+SCHEMA_VERSION = 2
 COLLECTING, RELEASED = "collecting", "released"
 
 metadata = MetaData()
@@ -100,7 +107,27 @@ sessions = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("is_irrelevant", Boolean, nullable=False),
     Column("fingerprint", String(64), nullable=False),
+    # The online experiment whose interleaved list the session showed; NULL outside one.
+    Column("experiment_id", String(1024)),
     UniqueConstraint("batch_number", "session_number"),
+)
+_sessions_by_experiment = Index("sessions_by_experiment", sessions.c.experiment_id)
+# The experiments the registry announced (es.registry.experiment.started): sessions may name only these.
+experiments = Table(
+    "experiments", metadata,
+    Column("experiment_id", String(1024), primary_key=True),
+    Column("fine_tuning_method", String(1024), nullable=False),
+    Column("champion_version", String(64), nullable=False),
+    Column("challenger_version", String(64), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+)
+# Which team put each result of an experiment's session there, for counting its clicks in SQL (the
+# session's search_results JSON carries the teams too, for reading the session back).
+experiment_results = Table(
+    "experiment_results", metadata,
+    Column("session_id", String(1024), ForeignKey("sessions.session_id"), primary_key=True),
+    Column("object_id", String(1024), primary_key=True),
+    Column("team", Integer, nullable=False),
 )
 events = Table(
     "events", metadata,
@@ -135,6 +162,37 @@ _insert_session = sessions.insert()
 _mark_irrelevant = update(sessions).where(sessions.c.session_id == bindparam("sid")).values(is_irrelevant=True)
 _session_row = select(sessions).where(sessions.c.session_id == bindparam("sid"))
 _session_events = select(events).where(events.c.session_id == bindparam("sid")).order_by(events.c.id)
+_experiment_known = select(experiments.c.experiment_id).where(experiments.c.experiment_id == bindparam("x"))
+
+
+def _experiment_counts() -> Any:
+    """Team-draft credit of every session of one experiment (bind "x"), in one aggregate: a session's
+    team clicks are its distinct results with a "click" event, by the team that put them there."""
+    clicked_team = experiment_results.c.team
+    per_session = (
+        select(
+            sessions.c.session_id,
+            func.count(distinct(case((clicked_team == pb.TEAM_CHAMPION, events.c.object_id)))).label("champion"),
+            func.count(distinct(case((clicked_team == pb.TEAM_CHALLENGER, events.c.object_id)))).label("challenger"),
+        )
+        .select_from(
+            sessions
+            .outerjoin(events, and_(events.c.session_id == sessions.c.session_id, events.c.event_type == "click"))
+            .outerjoin(experiment_results, and_(experiment_results.c.session_id == events.c.session_id,
+                                                experiment_results.c.object_id == events.c.object_id))
+        )
+        .where(sessions.c.experiment_id == bindparam("x"))
+        .group_by(sessions.c.session_id)
+        .subquery()
+    )
+    return select(
+        func.count(),
+        func.coalesce(func.sum(case((per_session.c.challenger > per_session.c.champion, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((per_session.c.champion > per_session.c.challenger, 1), else_=0)), 0),
+    ).select_from(per_session)
+
+
+_experiment_outcome = _experiment_counts()
 
 
 def batch_id_of(number: int) -> str:
@@ -162,13 +220,17 @@ def _fill_struct(target: struct_pb2.Struct, text: str | None) -> None:
 def _fingerprint(request: pb.RegisterSessionRequest) -> str:
     """The content a retry must repeat: everything but the events and the irrelevant mark, which are
     applied idempotently on their own. (Stored fingerprints depend on this exact form.)"""
-    content = {
+    in_experiment = bool(request.experiment_id)
+    content: dict[str, Any] = {
         "q": request.search_query,
-        "r": [[r.object_id, r.rank, _struct_dict(r.meta)] for r in request.search_results],
+        "r": [[r.object_id, r.rank, _struct_dict(r.meta), *([r.team] if in_experiment else [])]
+              for r in request.search_results],
         "m": _struct_dict(request.search_meta),
         "u": request.user_id,
         "t": request.created_at,
     }
+    if in_experiment:
+        content["x"] = request.experiment_id
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -270,7 +332,7 @@ class ClickstreamStore:
         try:
             with self._writer.begin() as conn:
                 metadata.create_all(conn)
-                state = conn.execute(select(ingest_state)).first()
+                state = conn.execute(select(ingest_state).with_for_update()).first()
                 if state is None:
                     now = _now()
                     conn.execute(batches.insert().values(number=1, status=COLLECTING, session_count=0,
@@ -282,6 +344,8 @@ class ClickstreamStore:
                         f"the clickstream database at {self.url} has schema version {state.schema_version}; "
                         f"this build knows up to {SCHEMA_VERSION}: upgrade Embedding Studio"
                     )
+                elif state.schema_version < 2:
+                    _add_experiment_column(conn)
         except OperationalError as error:
             raise Unavailable(f"clickstream database {self.url} is unavailable: {error.orig}") from error
 
@@ -326,9 +390,12 @@ class ClickstreamStore:
                 self._mark(conn, request.session_id)
             accepted = self._insert_events(conn, request.session_id, request.events, now)
             return Registered(self._load_session(conn, request.session_id) if respond else None, True, accepted)
+        if request.experiment_id and conn.execute(_experiment_known, {"x": request.experiment_id}).first() is None:
+            raise InvalidArgument("experiment_id", f"'{request.experiment_id}' is not an experiment the registry "
+                                                   f"announced (RegistryService.GetServingPlan names the running one)")
         number = self._count_session(conn, {"batch": state.collecting_batch}).scalar_one()
-        results = [{"object_id": r.object_id, "rank": r.rank, "meta": _struct_dict(r.meta)}
-                   for r in request.search_results]
+        results = [{"object_id": r.object_id, "rank": r.rank, "meta": _struct_dict(r.meta),
+                    **({"team": r.team} if r.team else {})} for r in request.search_results]
         row = {
             "session_id": request.session_id,
             "batch_number": state.collecting_batch,
@@ -340,8 +407,13 @@ class ClickstreamStore:
             "created_at": request.created_at or now,
             "is_irrelevant": request.is_irrelevant,
             "fingerprint": fingerprint,
+            "experiment_id": request.experiment_id or None,
         }
         self._insert_session(conn, row)
+        if request.experiment_id:
+            conn.execute(experiment_results.insert(), [
+                {"session_id": request.session_id, "object_id": r.object_id, "team": r.team}
+                for r in request.search_results])
         event_rows = _event_rows(request.session_id, request.events, now)
         accepted = self._insert_rows(conn, event_rows)
         # A new session is exactly what was just written (its events are all new), so the reply is built
@@ -522,6 +594,28 @@ class ClickstreamStore:
                             [e._mapping for e in by_session[row.session_id]]) for row in rows]
             cursor = rows[-1].session_number
 
+    # --- online experiments -------------------------------------------------------------------------
+
+    def record_experiment(self, started: events_pb2.ExperimentStarted) -> bool:
+        """Remembers an experiment the registry announced; True when it was new."""
+        experiment = started.experiment
+        with self._write() as conn:
+            if conn.execute(_experiment_known, {"x": experiment.experiment_id}).first() is not None:
+                return False
+            conn.execute(experiments.insert().values(
+                experiment_id=experiment.experiment_id, fine_tuning_method=experiment.fine_tuning_method,
+                champion_version=experiment.champion_version, challenger_version=experiment.challenger_version,
+                started_at=experiment.started_at))
+            return True
+
+    def experiment_outcome(self, experiment_id: str) -> pb.ExperimentOutcome:
+        with self._reader.begin() as conn:
+            if conn.execute(_experiment_known, {"x": experiment_id}).first() is None:
+                raise NotFound(f"experiment '{experiment_id}' was never announced by the registry")
+            sessions_count, wins, losses = conn.execute(_experiment_outcome, {"x": experiment_id}).one()
+        return pb.ExperimentOutcome(experiment_id=experiment_id, sessions=sessions_count, wins=wins, losses=losses,
+                                    ties=sessions_count - wins - losses)
+
     # --- outbox -------------------------------------------------------------------------------------
 
     def pending_outbox(self, limit: int = 100) -> list[OutboxMessage]:
@@ -552,10 +646,12 @@ def _session(row: Mapping[str, Any], results: Iterable[Mapping[str, Any]],
         is_irrelevant=row["is_irrelevant"],
         batch_id=batch_id_of(row["batch_number"]),
         session_number=row["session_number"],
+        experiment_id=row.get("experiment_id") or "",
     )
     _fill_struct(session.search_meta, row["search_meta"])
     for result in results:
-        item = session.search_results.add(object_id=result["object_id"], rank=result["rank"])
+        item = session.search_results.add(object_id=result["object_id"], rank=result["rank"],
+                                          team=result.get("team", pb.TEAM_UNSPECIFIED))
         if result["meta"]:
             item.meta.update(result["meta"])
     for e in event_rows:
@@ -580,6 +676,15 @@ def _event_rows(session_id: str, new_events: Sequence[pb.Event], now: int) -> li
         }
         for e in new_events
     ]
+
+
+def _add_experiment_column(conn: Connection) -> None:
+    """Schema 1 -> 2 (under the state row's lock, so concurrent ingest processes upgrade once): the
+    sessions table gains experiment_id and its index; create_all made the new tables."""
+    if "experiment_id" not in {column["name"] for column in inspect(conn).get_columns("sessions")}:
+        conn.execute(text("ALTER TABLE sessions ADD COLUMN experiment_id VARCHAR(1024)"))
+    _sessions_by_experiment.create(conn, checkfirst=True)
+    conn.execute(update(ingest_state).where(ingest_state.c.id == 1).values(schema_version=SCHEMA_VERSION))
 
 
 def _shown(request: pb.RegisterSessionRequest) -> frozenset[str]:

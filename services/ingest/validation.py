@@ -58,6 +58,9 @@ class Validator:
             if not math.isfinite(result.rank):
                 raise InvalidArgument(f"search_results[{i}].rank", f"must be a finite number, not {result.rank}")
             self._meta(f"search_results[{i}].meta", result.meta)
+            self._team(i, result.team, bool(request.experiment_id))
+        if request.experiment_id:
+            self.experiment_id(request.experiment_id)
         self._meta("search_meta", request.search_meta)
         self._id("user_id", request.user_id, required=False)
         self._timestamp("created_at", request.created_at, now)
@@ -88,6 +91,21 @@ class Validator:
                                       f"ES_MAX_EVENT_TYPE_LENGTH is {limits.max_event_type_length}")
             self._timestamp(f"events[{i}].created_at", event.created_at, now)
             self._meta(f"events[{i}].meta", event.meta)
+
+    @staticmethod
+    def _team(i: int, team: int, in_experiment: bool) -> None:
+        field = f"search_results[{i}].team"
+        if team not in pb.Team.values():
+            raise InvalidArgument(field, f"is {team}, not a Team (TEAM_CHAMPION = 1, TEAM_CHALLENGER = 2)")
+        if in_experiment and team == pb.TEAM_UNSPECIFIED:
+            raise InvalidArgument(field, "must say which model put the result there (TEAM_CHAMPION or "
+                                         "TEAM_CHALLENGER): the session belongs to an experiment")
+        if not in_experiment and team != pb.TEAM_UNSPECIFIED:
+            raise InvalidArgument(field, "is set, but the session names no experiment_id: a team only means "
+                                         "something in an online experiment's session")
+
+    def experiment_id(self, experiment_id: str) -> None:
+        self._id("experiment_id", experiment_id)
 
     def session_id(self, session_id: str) -> None:
         self._id("session_id", session_id)

@@ -1,6 +1,7 @@
-"""`es model best|list|download` and `es iteration list|get`: ask the registry which model version of a
-plugin is best, list versions and iterations, and download a version's files, checked against the sha256
-recorded when the model was saved."""
+"""`es model best|list|plan|download`, `es iteration list|get` and `es experiment list|get`: ask the
+registry which model version of a plugin is best (and, while an online experiment runs, which two to
+serve), list versions, iterations and experiments, and download a version's files, checked against the
+sha256 recorded when the model was saved."""
 
 from __future__ import annotations
 
@@ -84,6 +85,52 @@ def get_iteration(iteration_id: Annotated[str, typer.Argument(help="The iteratio
     """Show one iteration with its runs, their parameters and held-out metrics."""
     iteration = _call("GetIteration", pb.GetIterationRequest(iteration_id=iteration_id)).iteration
     emit(as_dict(iteration), as_json, _iteration_lines(iteration))
+
+
+experiment_app = typer.Typer(help="Online experiments: a challenger interleaved with the champion for real "
+                                  "users (the registry service).", no_args_is_help=True)
+
+
+def experiment_line(experiment: pb.Experiment) -> str:
+    state = pb.ExperimentState.Name(experiment.state).removeprefix("EXPERIMENT_STATE_").lower()
+    return (f"{experiment.experiment_id}: version {experiment.challenger_version} against "
+            f"{experiment.champion_version}, {state}; {experiment.reason}")
+
+
+@experiment_app.command("list")
+def list_experiments(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a plugin's online experiments, oldest first, with their counts and decisions."""
+    experiments = _call("ListExperiments", pb.ListExperimentsRequest(fine_tuning_method=plugin)).experiments
+    emit({"experiments": [as_dict(e) for e in experiments]}, as_json,
+         [experiment_line(e) for e in experiments] or [f"{plugin} has no online experiments"])
+
+
+@experiment_app.command("get")
+def get_experiment(experiment_id: Annotated[str, typer.Argument(help="The experiment's id (exp-...).")],
+                   as_json: JsonOption = False) -> None:
+    """Show one online experiment: sessions, wins, losses, ties, the p-value and the decision."""
+    experiment = _call("GetExperiment", pb.GetExperimentRequest(experiment_id=experiment_id)).experiment
+    emit(as_dict(experiment), as_json, [experiment_line(experiment)])
+
+
+@app.command("plan")
+def plan(
+    plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show what a search backend should serve now: the champion, and the challenger while an online
+    experiment runs."""
+    answer = _call("GetServingPlan", pb.GetServingPlanRequest(fine_tuning_method=plugin))
+    lines = [f"champion: version {answer.champion.version}"]
+    if answer.experiment_id:
+        lines.append(f"challenger: version {answer.challenger.version}, interleaved under experiment "
+                     f"{answer.experiment_id}")
+    else:
+        lines.append("no online experiment runs: serve the champion alone")
+    emit(as_dict(answer), as_json, lines)
 
 
 @app.command("best")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,11 +17,13 @@ from sqlalchemy.exc import OperationalError
 
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
+from services.client.interleaving import team_draft
 from services.common.checks import check_id, check_run_id, check_token, parse_batch_id, parse_number
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.lease_lock import LeaseLock, LockUnavailable
 from services.common.logging import get_logger
 from services.common.settings import Limits
+from services.registry.experiments import parse_experiment_id
 from services.registry.store import ModelStore, is_missing
 
 T = TypeVar("T")
@@ -35,6 +37,11 @@ def _version_number(field: str, value: str) -> None:
     parse_number(field, value, "a model version number")
 
 
+def _experiment_id(field: str, value: str) -> None:
+    if parse_experiment_id(value) is None:
+        raise InvalidArgument(field, f"{value!r} is not an experiment id (exp-<10 hex digits>-<version>)")
+
+
 # What each id field of the registry's requests must look like, beyond being there and short enough.
 _FORMATS = {
     "task_id": check_token,
@@ -43,7 +50,20 @@ _FORMATS = {
     "version": _version_number,
     "compared_version": _version_number,
     "iteration_id": lambda field, value: parse_number(field, value, "an MLflow experiment id"),
+    "experiment_id": _experiment_id,
 }
+
+
+async def under_champion_lock(lock: LeaseLock, plugin: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Runs `work` under the lock every registry replica takes before it checks a plugin's best version
+    and moves its aliases, so that of two decisions against one best exactly one happens. While NATS is
+    down the lock cannot be had, and this replica serializes only its own."""
+    try:
+        async with lock.held(f"champion:{plugin}"):
+            return await work()
+    except LockUnavailable as error:
+        log.warning("without_shared_lock", plugin=plugin, error=error.message)
+        return await work()
 
 
 def _check_scores(field: str, scores: pb.HeldOutScores, present: bool) -> None:
@@ -133,16 +153,51 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             raise InvalidArgument("compared_scores.queries", (
                 f"is {request.compared_scores.queries} but candidate_scores.queries is "
                 f"{request.candidate_scores.queries}: both must be scored on the same held-out queries"))
-        # The check of the best version and the move of its alias happen under a lock that every
-        # registry replica shares, so that of two winners against one best exactly one is promoted.
-        # While NATS is down the lock cannot be had, and this replica serializes only its own.
-        try:
-            async with self._lock.held(f"champion:{request.fine_tuning_method}"):
-                submitted = await self._run(self._store.submit, request)
-        except LockUnavailable as error:
-            log.warning("submit_without_shared_lock", error=error.message)
-            submitted = await self._run(self._store.submit, request)
-        if submitted.promoted:
-            self._on_promoted()
+        submitted = await under_champion_lock(self._lock, request.fine_tuning_method,
+                                              lambda: self._run(self._store.submit, request))
+        if submitted.promoted or submitted.experiment_id:
+            self._on_promoted()  # the announcer announces promotions and experiment starts alike
         return pb.SubmitCandidateResponse(version=submitted.version, promoted=submitted.promoted,
-                                          reason=submitted.version.reason)
+                                          reason=submitted.version.reason, experiment_id=submitted.experiment_id)
+
+    async def GetServingPlan(self, request: pb.GetServingPlanRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.GetServingPlanResponse:
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        plan = await self._run(self._store.serving_plan, request.fine_tuning_method)
+        return pb.GetServingPlanResponse(champion=plan.champion, challenger=plan.challenger,
+                                         experiment_id=plan.experiment_id)
+
+    async def Interleave(self, request: pb.InterleaveRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.InterleaveResponse:
+        # Pure: no store is asked (a search waits on this), so the experiment is checked by its form only;
+        # ingest refuses the sessions of an experiment that does not run.
+        self._check_id("experiment_id", request.experiment_id)
+        self._check_id("session_id", request.session_id)
+        limit = self._limits.max_results
+        if not 1 <= request.k <= limit:
+            raise InvalidArgument("k", f"is {request.k}; it must lie in 1..{limit} (ES_MAX_RESULTS)")
+        for field in ("champion_object_ids", "challenger_object_ids"):
+            ranking = getattr(request, field)
+            if len(ranking) > limit:
+                raise InvalidArgument(field, f"holds {len(ranking)} ids; ES_MAX_RESULTS is {limit}")
+            seen: dict[str, int] = {}
+            for i, object_id in enumerate(ranking):
+                check_id(f"{field}[{i}]", object_id, self._limits.max_id_length)
+                if object_id in seen:
+                    raise InvalidArgument(f"{field}[{i}]", f"{object_id!r} repeats {field}[{seen[object_id]}]")
+                seen[object_id] = i
+        merged = team_draft(request.experiment_id, request.session_id, request.champion_object_ids,
+                            request.challenger_object_ids, request.k)
+        return pb.InterleaveResponse(results=[pb.InterleavedResult(object_id=r.object_id, team=r.team)
+                                              for r in merged])
+
+    async def GetExperiment(self, request: pb.GetExperimentRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.GetExperimentResponse:
+        self._check_id("experiment_id", request.experiment_id)
+        return pb.GetExperimentResponse(experiment=await self._run(self._store.experiment, request.experiment_id))
+
+    async def ListExperiments(self, request: pb.ListExperimentsRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.ListExperimentsResponse:
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        experiments = await self._run(self._store.experiments, request.fine_tuning_method)
+        return pb.ListExperimentsResponse(experiments=experiments)

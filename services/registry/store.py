@@ -45,7 +45,8 @@ from services.common.mlflow_models import (
     recorded_archive,
     registered_model_name,
 )
-from services.common.nats import MODEL_PROMOTED
+from services.common.nats import EXPERIMENT_STARTED, MODEL_PROMOTED
+from services.registry.experiments import Rule, Verdict, experiment_id, parse_experiment_id, plugin_key
 
 T = TypeVar("T")
 
@@ -58,7 +59,14 @@ TAG_PROMOTED = "es.promoted"
 # The version a promoted one replaced as the best; empty when that was the initial model.
 TAG_PREVIOUS = "es.previous_version"
 TAG_ANNOUNCED = "es.announced"
+# The online experiment a version was (or is) the challenger of: the Experiment message as JSON, and
+# whether its start was announced on es.registry.experiment.started.
+TAG_EXPERIMENT = "es.experiment"
+TAG_EXPERIMENT_ANNOUNCED = "es.experiment_announced"
+# The alias of the version on trial while an experiment runs.
+CHALLENGER_ALIAS = "challenger"
 TRUE = "true"
+OFFLINE, ONLINE = "offline", "online"
 
 _PAGE = 1000
 # For the tests of replicas racing: seconds a promoting submission waits between its check of the best
@@ -115,6 +123,15 @@ def _scores(text: str | None) -> pb.HeldOutScores | None:
     return json_format.ParseDict(values, pb.HeldOutScores())
 
 
+def _experiment_json(experiment: pb.Experiment) -> str:
+    return json.dumps(json_format.MessageToDict(experiment, preserving_proto_field_name=True), sort_keys=True)
+
+
+def _experiment(version: ModelVersion) -> pb.Experiment | None:
+    text = version.tags.get(TAG_EXPERIMENT)
+    return json_format.Parse(text, pb.Experiment()) if text else None
+
+
 def _run_status(status: str) -> pb.RunStatus:
     """MLflow's run status name as the RunStatus enum (UNSPECIFIED for a name it does not know)."""
     return dict(pb.RunStatus.items()).get(f"RUN_STATUS_{status}", pb.RUN_STATUS_UNSPECIFIED)
@@ -134,6 +151,14 @@ class ArchiveTarget:
 class Submitted:
     version: pb.ModelVersion
     promoted: bool
+    experiment_id: str = ""  # the online experiment the version became the challenger of
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    champion: pb.ModelVersion
+    challenger: pb.ModelVersion | None
+    experiment_id: str
 
 
 @dataclass(frozen=True)
@@ -148,8 +173,15 @@ class Announcement:
 
 
 class ModelStore:
-    def __init__(self, tracking_uri: str) -> None:
+    """`promotion`: "offline" (a held-out winner becomes the best) or "online" (it becomes the challenger of
+    an online experiment decided by `rule`)."""
+
+    def __init__(self, tracking_uri: str, promotion: str = OFFLINE, rule: Rule | None = None) -> None:
+        if promotion not in (OFFLINE, ONLINE):
+            raise ValueError(f"promotion is {promotion!r}; it must be {OFFLINE!r} or {ONLINE!r}")
         self.tracking_uri = tracking_uri
+        self.promotion = promotion
+        self.rule = rule or Rule()
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         # MLflow has no compare-and-set for aliases: the registry is the only writer of the best alias,
         # and its replicas serialize submissions with a lock they share (the servicer's LeaseLock); this
@@ -244,12 +276,27 @@ class ModelStore:
         versus = (f"held-out nDCG@10 {scores.ndcg_at_10:.4f} vs {compared.ndcg_at_10:.4f} of version "
                   f"{tags.get(TAG_COMPARED_VERSION)} on the same {scores.queries} held-out queries of "
                   f"{tags.get(TAG_BATCH)}")
+        experiment = _experiment(version)
+        if experiment is not None:
+            return self._experiment_reason(version, experiment, best, versus)
         if tags.get(TAG_PROMOTED) != TRUE:
             return f"not promoted: it did not beat the best ({versus})"
         if _number(version) == best:
             return f"best: it beat version {tags.get(TAG_COMPARED_VERSION)} ({versus})"
         return (f"was the best after beating version {tags.get(TAG_COMPARED_VERSION)} ({versus}); "
                 f"version {best} is the best now")
+
+    @staticmethod
+    def _experiment_reason(version: ModelVersion, experiment: pb.Experiment, best: str, versus: str) -> str:
+        online = f"online experiment {experiment.experiment_id}: {experiment.reason}"
+        offline = f"it had won the held-out gate ({versus})"
+        if experiment.state == pb.EXPERIMENT_STATE_RUNNING:
+            return f"challenger of {online}; {offline}"
+        if experiment.state == pb.EXPERIMENT_STATE_CHALLENGER_WON:
+            if _number(version) == best:
+                return f"best: it won {online}; {offline}"
+            return f"was the best after winning {online}; version {best} is the best now"
+        return f"not promoted: {online}; {offline}"
 
     def _view(self, plugin: str, version: ModelVersion, best: str) -> pb.ModelVersion:
         tags = version.tags
@@ -365,9 +412,8 @@ class ModelStore:
             best = _best(model)
             compared = self._version(plugin, name, request.compared_version, field="compared_version")
             existing = self._version_of_run(name, request.run_id)
-            if existing is not None and (existing.tags.get(TAG_PROMOTED) == TRUE or _number(existing) == best):
-                # A retry of a submission that was promoted: the same answer again.
-                return Submitted(self._view(plugin, existing, best), promoted=True)
+            if existing is not None and (decided := self._decided(plugin, existing, best)) is not None:
+                return decided
             if _number(compared) != best:
                 raise FailedPrecondition(
                     f"compared_version: version {_number(compared)} of {plugin!r} is no longer the best; version "
@@ -385,6 +431,10 @@ class ModelStore:
                     self._client.set_model_version_tag(name, _number(existing), key, value)
                 candidate = existing
             promoted = request.candidate_scores.ndcg_at_10 > request.compared_scores.ndcg_at_10
+            if promoted and self.promotion == ONLINE:
+                started = self._start_experiment(name, plugin, _number(candidate), best)
+                return Submitted(self._view(plugin, self._version(plugin, name, _number(candidate)), best),
+                                 promoted=False, experiment_id=started.experiment_id)
             if promoted and _HOLD_BEFORE_MOVE_S:
                 time.sleep(_HOLD_BEFORE_MOVE_S)
             if promoted:
@@ -392,6 +442,15 @@ class ModelStore:
                 best = _number(candidate)
                 self._record_promotion(name, _number(candidate), _number(compared))
             return Submitted(self._view(plugin, self._version(plugin, name, _number(candidate)), best), promoted)
+
+    def _decided(self, plugin: str, existing: ModelVersion, best: str) -> Submitted | None:
+        """The answer a retry of a submission gets when its decision was recorded before: the version
+        was promoted, or it started an online experiment."""
+        if existing.tags.get(TAG_PROMOTED) == TRUE or _number(existing) == best:
+            return Submitted(self._view(plugin, existing, best), promoted=True)
+        if (started := _experiment(existing)) is not None:
+            return Submitted(self._view(plugin, existing, best), promoted=False, experiment_id=started.experiment_id)
+        return None
 
     def _record_promotion(self, name: str, version: str, compared_version: str) -> None:
         """Tags a version that the best alias now points at as promoted (after the alias moved: the alias
@@ -401,6 +460,129 @@ class ModelStore:
         replaced_initial = compared is None or compared.tags.get(TAG_KIND) == KIND_INITIAL
         self._client.set_model_version_tag(name, version, TAG_PREVIOUS, "" if replaced_initial else compared_version)
         self._client.set_model_version_tag(name, version, TAG_PROMOTED, TRUE)
+
+    # Online experiments ------------------------------------------------------------------------
+
+    def _start_experiment(self, name: str, plugin: str, challenger: str, champion: str) -> pb.Experiment:
+        """Makes `challenger` the version on trial against `champion` (the caller holds the write lock).
+        A running experiment of the plugin is stopped: the newer held-out winner replaces its challenger.
+        The alias moves first and the experiment tag is written after, so a crash between them leaves a
+        version that a retry of the submission decides again."""
+        model = self._client.get_registered_model(name)
+        running = model.aliases.get(CHALLENGER_ALIAS)
+        if running is not None and str(running) != challenger:
+            previous = self._client.get_model_version(name, str(running))
+            if (replaced := _experiment(previous)) is not None and replaced.state == pb.EXPERIMENT_STATE_RUNNING:
+                replaced.state = pb.EXPERIMENT_STATE_STOPPED
+                replaced.reason = (f"stopped: version {challenger}, a newer candidate that won the held-out gate, "
+                                   f"replaced its challenger")
+                replaced.decided_at = int(time.time())
+                self._client.set_model_version_tag(name, str(running), TAG_EXPERIMENT, _experiment_json(replaced))
+        rule = self.rule
+        experiment = pb.Experiment(
+            experiment_id=experiment_id(plugin, challenger), fine_tuning_method=plugin, champion_version=champion,
+            challenger_version=challenger, state=pb.EXPERIMENT_STATE_RUNNING, alpha=rule.alpha,
+            min_sessions=rule.min_sessions, max_sessions=rule.max_sessions, started_at=int(time.time()), p_value=1.0,
+            reason=f"running: 0 of {rule.min_sessions} non-tied sessions needed")
+        self._client.set_registered_model_alias(name, CHALLENGER_ALIAS, challenger)
+        self._client.set_model_version_tag(name, challenger, TAG_EXPERIMENT, _experiment_json(experiment))
+        return experiment
+
+    def _plugin_of_key(self, key: str) -> str | None:
+        for model in _pages(lambda token: self._client.search_registered_models(max_results=_PAGE, page_token=token)):
+            plugin = model.tags.get(TAG_PLUGIN)
+            if plugin is not None and plugin_key(plugin) == key:
+                return plugin
+        return None
+
+    def _experiment_version(self, experiment_id_: str) -> tuple[str, str, ModelVersion, pb.Experiment]:
+        """(plugin, model name, challenger version, experiment) of an experiment id."""
+        parsed = parse_experiment_id(experiment_id_)
+        if parsed is None:
+            raise InvalidArgument("experiment_id", f"{experiment_id_!r} is not an experiment id "
+                                                   "(exp-<10 hex digits>-<version>)")
+        plugin = self._plugin_of_key(parsed[0])
+        if plugin is not None:
+            name = self._model_name(plugin)
+            found = _or_none(lambda: self._client.get_model_version(name, parsed[1]))
+            experiment = _experiment(found) if found is not None else None
+            if found is not None and experiment is not None and experiment.experiment_id == experiment_id_:
+                return plugin, name, found, experiment
+        raise NotFound(f"no online experiment {experiment_id_!r}")
+
+    def experiment(self, experiment_id_: str) -> pb.Experiment:
+        return self._experiment_version(experiment_id_)[3]
+
+    def experiments(self, plugin: str) -> list[pb.Experiment]:
+        name, _ = self._champion(plugin)
+        return [e for version in self._versions(name) if (e := _experiment(version)) is not None]
+
+    def _on_trial(self, name: str, model: RegisteredModel) -> tuple[ModelVersion, pb.Experiment] | None:
+        """The version under the challenger alias and its experiment, while that experiment runs."""
+        on_trial = model.aliases.get(CHALLENGER_ALIAS)
+        if on_trial is None:
+            return None
+        version = _or_none(lambda: self._client.get_model_version(name, str(on_trial)))
+        experiment = _experiment(version) if version is not None else None
+        if version is None or experiment is None or experiment.state != pb.EXPERIMENT_STATE_RUNNING:
+            return None
+        return version, experiment
+
+    def serving_plan(self, plugin: str) -> ServingPlan:
+        name, model = self._champion(plugin)
+        best = _best(model)
+        champion = self._view(plugin, self._version(plugin, name, best), best)
+        if (trial := self._on_trial(name, model)) is not None:
+            return ServingPlan(champion, self._view(plugin, trial[0], best), trial[1].experiment_id)
+        return ServingPlan(champion, None, "")
+
+    def running_experiments(self) -> list[pb.Experiment]:
+        running = []
+        for found in _pages(lambda token: self._client.search_registered_models(max_results=_PAGE, page_token=token)):
+            if found.tags.get(TAG_PLUGIN) is not None and (
+                    trial := self._on_trial(found.name, self._client.get_registered_model(found.name))) is not None:
+                running.append(trial[1])
+        return running
+
+    def record_outcome(self, experiment_id_: str, sessions: int, wins: int, losses: int, verdict: Verdict
+                       ) -> tuple[pb.Experiment, bool]:
+        """Records an experiment's counts and, once `verdict` decides, its decision: for the challenger,
+        the champion alias moves to it (and the challenger alias goes); for the champion, the challenger
+        alias goes and the version is never served again. Returns the experiment and whether the
+        champion moved. An experiment already decided (by another replica) is returned unchanged."""
+        _, name, version, experiment = self._experiment_version(experiment_id_)
+        with self._write_lock:
+            experiment = _experiment(self._client.get_model_version(name, _number(version))) or experiment
+            if experiment.state != pb.EXPERIMENT_STATE_RUNNING:
+                return experiment, False
+            recorded = _experiment_json(experiment)
+            experiment.sessions, experiment.wins, experiment.losses = sessions, wins, losses
+            experiment.ties = sessions - wins - losses
+            experiment.preference = (wins - losses) / sessions if sessions else 0.0
+            experiment.p_value, experiment.reason = verdict.p_value, verdict.reason
+            best = _best(self._client.get_registered_model(name))
+            moved = False
+            if best == experiment.challenger_version:
+                # The alias moved and a crash cut the record short: the decision was the challenger's.
+                experiment.state = pb.EXPERIMENT_STATE_CHALLENGER_WON
+            elif verdict.state != pb.EXPERIMENT_STATE_RUNNING and best != experiment.champion_version:
+                experiment.state = pb.EXPERIMENT_STATE_STOPPED
+                experiment.reason = (f"stopped: the champion changed to version {best} while it ran; "
+                                     f"{verdict.reason}")
+            else:
+                experiment.state = verdict.state
+                if verdict.state == pb.EXPERIMENT_STATE_CHALLENGER_WON:
+                    self._client.set_registered_model_alias(name, BEST_ALIAS, experiment.challenger_version)
+                    moved = True
+            if experiment.state != pb.EXPERIMENT_STATE_RUNNING:
+                experiment.decided_at = int(time.time())
+                self._client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
+            if experiment.state == pb.EXPERIMENT_STATE_CHALLENGER_WON:
+                self._record_promotion(name, experiment.challenger_version, experiment.champion_version)
+            if _experiment_json(experiment) != recorded:  # most looks change nothing: no write then
+                self._client.set_model_version_tag(name, experiment.challenger_version, TAG_EXPERIMENT,
+                                                   _experiment_json(experiment))
+            return experiment, moved
 
     # Announcements -----------------------------------------------------------------------------
 
@@ -420,13 +602,23 @@ class ModelStore:
                         self._record_promotion(model.name, _number(version), tags.get(TAG_COMPARED_VERSION, ""))
                     version = self._version(plugin, model.name, _number(version))
                     tags = version.tags
+                experiment = _experiment(version)
+                if experiment is not None and tags.get(TAG_EXPERIMENT_ANNOUNCED) != TRUE:
+                    started = events_pb2.ExperimentStarted(experiment=experiment)
+                    started.experiment.state = pb.EXPERIMENT_STATE_RUNNING
+                    pending.append(Announcement(model.name, _number(version), EXPERIMENT_STARTED,
+                                                started.SerializeToString(),
+                                                msg_id=f"experiment {experiment.experiment_id} started"))
                 if tags.get(TAG_PROMOTED) != TRUE or tags.get(TAG_ANNOUNCED) == TRUE:
                     continue
                 event = events_pb2.ModelPromoted(model=self._view(plugin, version, best),
                                                  previous_version=tags.get(TAG_PREVIOUS, ""))
+                if experiment is not None and experiment.state == pb.EXPERIMENT_STATE_CHALLENGER_WON:
+                    event.experiment.CopyFrom(experiment)
                 pending.append(Announcement(model.name, _number(version), MODEL_PROMOTED, event.SerializeToString(),
                                             msg_id=f"model {plugin} version {_number(version)} promoted"))
         return pending
 
     def mark_announced(self, announcement: Announcement) -> None:
-        self._client.set_model_version_tag(announcement.model_name, announcement.version, TAG_ANNOUNCED, TRUE)
+        tag = TAG_EXPERIMENT_ANNOUNCED if announcement.subject == EXPERIMENT_STARTED else TAG_ANNOUNCED
+        self._client.set_model_version_tag(announcement.model_name, announcement.version, tag, TRUE)

@@ -46,8 +46,14 @@ def task_lines(task: pb.Task, tracking_uri: str = "") -> list[str]:
     if task.error:
         lines.append(f"error: {task.error}")
     if task.model_version:
-        lines.append(f"model version {task.model_version} "
-                     f"({'promoted to best' if task.promoted else 'not promoted: it did not beat the best'})")
+        if task.promoted:
+            verdict = "promoted to best"
+        elif task.experiment_id:
+            verdict = (f"won the held-out gate; now the challenger of online experiment {task.experiment_id} "
+                       f"(es experiment get {task.experiment_id})")
+        else:
+            verdict = "not promoted: it did not beat the best"
+        lines.append(f"model version {task.model_version} ({verdict})")
     if task.best_model_url:
         lines.append(f"best model: {task.best_model_url} "
                      f"(es model download {json.dumps(task.fine_tuning_method)})")

@@ -40,6 +40,7 @@ class Outcome:
     promoted: bool
     best_model_url: str
     reason: str
+    experiment_id: str = ""  # the online experiment the version entered as the challenger
 
 
 def is_transient(error: BaseException) -> bool:
@@ -158,6 +159,6 @@ class TaskRunner:
                          reason=submitted.reason)
                 best_version = version.version if submitted.promoted or version.is_best else compared.version
                 return Outcome(version.version, submitted.promoted, best_model_url(plugin_name, best_version),
-                               submitted.reason)
+                               submitted.reason, submitted.experiment_id)
             raise Unavailable(f"the best version of {plugin_name!r} changed {MAX_SUBMISSIONS} times while this task "
                               "submitted its candidate; it will try again")

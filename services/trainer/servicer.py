@@ -194,7 +194,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                                              " (a done one: create a new task)" if task.status == pb.TASK_STATUS_DONE
                                              else ""))
             task.attempt += 1
-            task.error = task.model_version = task.best_model_url = ""
+            task.error = task.model_version = task.best_model_url = task.experiment_id = ""
             task.promoted = False
             task.progress.Clear()
             record.set_status(pb.TASK_STATUS_PENDING, pb.TASK_STAGE_DATAPREP)

@@ -148,6 +148,7 @@ class TrainerWorker:
             task.worker, task.error = "", error
             if outcome is not None:
                 task.model_version, task.promoted = outcome.model_version, outcome.promoted
+                task.experiment_id = outcome.experiment_id
                 task.best_model_url = outcome.best_model_url
             return True
 

@@ -67,6 +67,10 @@ def log_trial(client: MlflowClient, plugin: str, batch_id: str, task_id: str, mo
     return run.info.run_id
 
 
+def best_of(registry, plugin: str) -> pb.ModelVersion:
+    return registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin)).model
+
+
 def scores(ndcg: float, queries: int = 40) -> pb.HeldOutScores:
     return pb.HeldOutScores(ndcg_at_10=ndcg, mrr_at_10=ndcg, recall_at={100: min(1.0, ndcg + 0.2)}, queries=queries)
 

@@ -22,6 +22,7 @@ from services.common.mlflow_models import INITIAL_EXPERIMENT, extract_model_arch
 from services.common.settings import Limits
 from tests.conftest import make_settings
 from tests.registry.helpers import (
+    best_of,
     candidate,
     log_initial,
     log_trial,
@@ -32,10 +33,6 @@ from tests.registry.helpers import (
     stored_model,
 )
 from tests.servers import InProcessService
-
-
-def best_of(registry, plugin: str) -> pb.ModelVersion:
-    return registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin)).model
 
 
 def rpc_error(call: Callable[[], object]) -> grpc.RpcError:

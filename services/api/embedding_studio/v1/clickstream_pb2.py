@@ -26,57 +26,65 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.rpc import code_pb2 as google_dot_rpc_dot_code__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%embedding_studio/v1/clickstream.proto\x12\x13\x65mbedding_studio.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15google/rpc/code.proto\"V\n\x0cSearchResult\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x01\x12%\n\x04meta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"{\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x03\x12%\n\x04meta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xae\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0csearch_query\x18\x02 \x01(\t\x12\x39\n\x0esearch_results\x18\x03 \x03(\x0b\x32!.embedding_studio.v1.SearchResult\x12,\n\x0bsearch_meta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12\x15\n\ris_irrelevant\x18\x07 \x01(\x08\x12*\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x1a.embedding_studio.v1.Event\x12\x10\n\x08\x62\x61tch_id\x18\t \x01(\t\x12\x16\n\x0esession_number\x18\n \x01(\x03\"\xaf\x01\n\x05\x42\x61tch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x03\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .embedding_studio.v1.BatchStatus\x12\x15\n\rsession_count\x18\x04 \x01(\x03\x12\x12\n\nrelease_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12\x13\n\x0breleased_at\x18\x07 \x01(\x03\"\x93\x02\n\x16RegisterSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0csearch_query\x18\x02 \x01(\t\x12\x39\n\x0esearch_results\x18\x03 \x03(\x0b\x32!.embedding_studio.v1.SearchResult\x12,\n\x0bsearch_meta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12\x15\n\ris_irrelevant\x18\x07 \x01(\x08\x12*\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x1a.embedding_studio.v1.Event\"[\n\x17RegisterSessionResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"S\n\x11PushEventsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1a.embedding_studio.v1.Event\"9\n\x12PushEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x03\"2\n\x1cMarkSessionIrrelevantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"N\n\x1dMarkSessionIrrelevantResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"C\n\x12GetSessionResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"=\n\x10GetBatchResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\")\n\x13ReleaseBatchRequest\x12\x12\n\nrelease_id\x18\x01 \x01(\t\"\x8d\x01\n\x14ReleaseBatchResponse\x12\x32\n\x0ereleased_batch\x18\x01 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\x12.\n\nnext_batch\x18\x02 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"D\n\x1aStreamBatchSessionsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_number\x18\x02 \x01(\x03\"L\n\x1bStreamBatchSessionsResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\"\xda\x01\n\rIngestRequest\x12>\n\x07session\x18\x01 \x01(\x0b\x32+.embedding_studio.v1.RegisterSessionRequestH\x00\x12\x38\n\x06\x65vents\x18\x02 \x01(\x0b\x32&.embedding_studio.v1.PushEventsRequestH\x00\x12G\n\nirrelevant\x18\x03 \x01(\x0b\x32\x31.embedding_studio.v1.MarkSessionIrrelevantRequestH\x00\x42\x06\n\x04item\"L\n\x0bIngestError\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x1e\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x10.google.rpc.Code\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xea\x01\n\x0eIngestResponse\x12\x10\n\x08messages\x18\x01 \x01(\x03\x12\x19\n\x11sessions_accepted\x18\x02 \x01(\x03\x12\x1a\n\x12sessions_duplicate\x18\x03 \x01(\x03\x12\x17\n\x0f\x65vents_accepted\x18\x04 \x01(\x03\x12\x18\n\x10\x65vents_duplicate\x18\x05 \x01(\x03\x12\x18\n\x10irrelevant_marks\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x30\n\x06\x65rrors\x18\x08 \x03(\x0b\x32 .embedding_studio.v1.IngestError*c\n\x0b\x42\x61tchStatus\x12\x1c\n\x18\x42\x41TCH_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x42\x41TCH_STATUS_COLLECTING\x10\x01\x12\x19\n\x15\x42\x41TCH_STATUS_RELEASED\x10\x02\x32\xcf\x06\n\x12\x43lickstreamService\x12l\n\x0fRegisterSession\x12+.embedding_studio.v1.RegisterSessionRequest\x1a,.embedding_studio.v1.RegisterSessionResponse\x12]\n\nPushEvents\x12&.embedding_studio.v1.PushEventsRequest\x1a\'.embedding_studio.v1.PushEventsResponse\x12~\n\x15MarkSessionIrrelevant\x12\x31.embedding_studio.v1.MarkSessionIrrelevantRequest\x1a\x32.embedding_studio.v1.MarkSessionIrrelevantResponse\x12]\n\nGetSession\x12&.embedding_studio.v1.GetSessionRequest\x1a\'.embedding_studio.v1.GetSessionResponse\x12W\n\x08GetBatch\x12$.embedding_studio.v1.GetBatchRequest\x1a%.embedding_studio.v1.GetBatchResponse\x12\x63\n\x0cReleaseBatch\x12(.embedding_studio.v1.ReleaseBatchRequest\x1a).embedding_studio.v1.ReleaseBatchResponse\x12z\n\x13StreamBatchSessions\x12/.embedding_studio.v1.StreamBatchSessionsRequest\x1a\x30.embedding_studio.v1.StreamBatchSessionsResponse0\x01\x12S\n\x06Ingest\x12\".embedding_studio.v1.IngestRequest\x1a#.embedding_studio.v1.IngestResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%embedding_studio/v1/clickstream.proto\x12\x13\x65mbedding_studio.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15google/rpc/code.proto\"\x7f\n\x0cSearchResult\x12\x11\n\tobject_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x01\x12%\n\x04meta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x04team\x18\x04 \x01(\x0e\x32\x19.embedding_studio.v1.Team\"{\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x03\x12%\n\x04meta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc5\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0csearch_query\x18\x02 \x01(\t\x12\x39\n\x0esearch_results\x18\x03 \x03(\x0b\x32!.embedding_studio.v1.SearchResult\x12,\n\x0bsearch_meta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12\x15\n\ris_irrelevant\x18\x07 \x01(\x08\x12*\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x1a.embedding_studio.v1.Event\x12\x10\n\x08\x62\x61tch_id\x18\t \x01(\t\x12\x16\n\x0esession_number\x18\n \x01(\x03\x12\x15\n\rexperiment_id\x18\x0b \x01(\t\"\xaf\x01\n\x05\x42\x61tch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x03\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .embedding_studio.v1.BatchStatus\x12\x15\n\rsession_count\x18\x04 \x01(\x03\x12\x12\n\nrelease_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12\x13\n\x0breleased_at\x18\x07 \x01(\x03\"\xaa\x02\n\x16RegisterSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0csearch_query\x18\x02 \x01(\t\x12\x39\n\x0esearch_results\x18\x03 \x03(\x0b\x32!.embedding_studio.v1.SearchResult\x12,\n\x0bsearch_meta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x03\x12\x15\n\ris_irrelevant\x18\x07 \x01(\x08\x12*\n\x06\x65vents\x18\x08 \x03(\x0b\x32\x1a.embedding_studio.v1.Event\x12\x15\n\rexperiment_id\x18\t \x01(\t\"[\n\x17RegisterSessionResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"S\n\x11PushEventsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1a.embedding_studio.v1.Event\"9\n\x12PushEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x11\n\tduplicate\x18\x02 \x01(\x03\"2\n\x1cMarkSessionIrrelevantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"N\n\x1dMarkSessionIrrelevantResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"C\n\x12GetSessionResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\"#\n\x0fGetBatchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\"=\n\x10GetBatchResponse\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\")\n\x13ReleaseBatchRequest\x12\x12\n\nrelease_id\x18\x01 \x01(\t\"\x8d\x01\n\x14ReleaseBatchResponse\x12\x32\n\x0ereleased_batch\x18\x01 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\x12.\n\nnext_batch\x18\x02 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"D\n\x1aStreamBatchSessionsRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_number\x18\x02 \x01(\x03\"L\n\x1bStreamBatchSessionsResponse\x12-\n\x07session\x18\x01 \x01(\x0b\x32\x1c.embedding_studio.v1.Session\"\xda\x01\n\rIngestRequest\x12>\n\x07session\x18\x01 \x01(\x0b\x32+.embedding_studio.v1.RegisterSessionRequestH\x00\x12\x38\n\x06\x65vents\x18\x02 \x01(\x0b\x32&.embedding_studio.v1.PushEventsRequestH\x00\x12G\n\nirrelevant\x18\x03 \x01(\x0b\x32\x31.embedding_studio.v1.MarkSessionIrrelevantRequestH\x00\x42\x06\n\x04item\"L\n\x0bIngestError\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x1e\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x10.google.rpc.Code\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xea\x01\n\x0eIngestResponse\x12\x10\n\x08messages\x18\x01 \x01(\x03\x12\x19\n\x11sessions_accepted\x18\x02 \x01(\x03\x12\x1a\n\x12sessions_duplicate\x18\x03 \x01(\x03\x12\x17\n\x0f\x65vents_accepted\x18\x04 \x01(\x03\x12\x18\n\x10\x65vents_duplicate\x18\x05 \x01(\x03\x12\x18\n\x10irrelevant_marks\x18\x06 \x01(\x03\x12\x10\n\x08rejected\x18\x07 \x01(\x03\x12\x30\n\x06\x65rrors\x18\x08 \x03(\x0b\x32 .embedding_studio.v1.IngestError\"4\n\x1bGetExperimentOutcomeRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\"h\n\x11\x45xperimentOutcome\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x10\n\x08sessions\x18\x02 \x01(\x03\x12\x0c\n\x04wins\x18\x03 \x01(\x03\x12\x0e\n\x06losses\x18\x04 \x01(\x03\x12\x0c\n\x04ties\x18\x05 \x01(\x03\"W\n\x1cGetExperimentOutcomeResponse\x12\x37\n\x07outcome\x18\x01 \x01(\x0b\x32&.embedding_studio.v1.ExperimentOutcome*D\n\x04Team\x12\x14\n\x10TEAM_UNSPECIFIED\x10\x00\x12\x11\n\rTEAM_CHAMPION\x10\x01\x12\x13\n\x0fTEAM_CHALLENGER\x10\x02*c\n\x0b\x42\x61tchStatus\x12\x1c\n\x18\x42\x41TCH_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x42\x41TCH_STATUS_COLLECTING\x10\x01\x12\x19\n\x15\x42\x41TCH_STATUS_RELEASED\x10\x02\x32\xcc\x07\n\x12\x43lickstreamService\x12l\n\x0fRegisterSession\x12+.embedding_studio.v1.RegisterSessionRequest\x1a,.embedding_studio.v1.RegisterSessionResponse\x12]\n\nPushEvents\x12&.embedding_studio.v1.PushEventsRequest\x1a\'.embedding_studio.v1.PushEventsResponse\x12~\n\x15MarkSessionIrrelevant\x12\x31.embedding_studio.v1.MarkSessionIrrelevantRequest\x1a\x32.embedding_studio.v1.MarkSessionIrrelevantResponse\x12]\n\nGetSession\x12&.embedding_studio.v1.GetSessionRequest\x1a\'.embedding_studio.v1.GetSessionResponse\x12W\n\x08GetBatch\x12$.embedding_studio.v1.GetBatchRequest\x1a%.embedding_studio.v1.GetBatchResponse\x12\x63\n\x0cReleaseBatch\x12(.embedding_studio.v1.ReleaseBatchRequest\x1a).embedding_studio.v1.ReleaseBatchResponse\x12z\n\x13StreamBatchSessions\x12/.embedding_studio.v1.StreamBatchSessionsRequest\x1a\x30.embedding_studio.v1.StreamBatchSessionsResponse0\x01\x12S\n\x06Ingest\x12\".embedding_studio.v1.IngestRequest\x1a#.embedding_studio.v1.IngestResponse(\x01\x12{\n\x14GetExperimentOutcome\x12\x30.embedding_studio.v1.GetExperimentOutcomeRequest\x1a\x31.embedding_studio.v1.GetExperimentOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'embedding_studio.v1.clickstream_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BATCHSTATUS']._serialized_start=2539
-  _globals['_BATCHSTATUS']._serialized_end=2638
+  _globals['_TEAM']._serialized_start=2875
+  _globals['_TEAM']._serialized_end=2943
+  _globals['_BATCHSTATUS']._serialized_start=2945
+  _globals['_BATCHSTATUS']._serialized_end=3044
   _globals['_SEARCHRESULT']._serialized_start=115
-  _globals['_SEARCHRESULT']._serialized_end=201
-  _globals['_EVENT']._serialized_start=203
-  _globals['_EVENT']._serialized_end=326
-  _globals['_SESSION']._serialized_start=329
-  _globals['_SESSION']._serialized_end=631
-  _globals['_BATCH']._serialized_start=634
-  _globals['_BATCH']._serialized_end=809
-  _globals['_REGISTERSESSIONREQUEST']._serialized_start=812
-  _globals['_REGISTERSESSIONREQUEST']._serialized_end=1087
-  _globals['_REGISTERSESSIONRESPONSE']._serialized_start=1089
-  _globals['_REGISTERSESSIONRESPONSE']._serialized_end=1180
-  _globals['_PUSHEVENTSREQUEST']._serialized_start=1182
-  _globals['_PUSHEVENTSREQUEST']._serialized_end=1265
-  _globals['_PUSHEVENTSRESPONSE']._serialized_start=1267
-  _globals['_PUSHEVENTSRESPONSE']._serialized_end=1324
-  _globals['_MARKSESSIONIRRELEVANTREQUEST']._serialized_start=1326
-  _globals['_MARKSESSIONIRRELEVANTREQUEST']._serialized_end=1376
-  _globals['_MARKSESSIONIRRELEVANTRESPONSE']._serialized_start=1378
-  _globals['_MARKSESSIONIRRELEVANTRESPONSE']._serialized_end=1456
-  _globals['_GETSESSIONREQUEST']._serialized_start=1458
-  _globals['_GETSESSIONREQUEST']._serialized_end=1497
-  _globals['_GETSESSIONRESPONSE']._serialized_start=1499
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1566
-  _globals['_GETBATCHREQUEST']._serialized_start=1568
-  _globals['_GETBATCHREQUEST']._serialized_end=1603
-  _globals['_GETBATCHRESPONSE']._serialized_start=1605
-  _globals['_GETBATCHRESPONSE']._serialized_end=1666
-  _globals['_RELEASEBATCHREQUEST']._serialized_start=1668
-  _globals['_RELEASEBATCHREQUEST']._serialized_end=1709
-  _globals['_RELEASEBATCHRESPONSE']._serialized_start=1712
-  _globals['_RELEASEBATCHRESPONSE']._serialized_end=1853
-  _globals['_STREAMBATCHSESSIONSREQUEST']._serialized_start=1855
-  _globals['_STREAMBATCHSESSIONSREQUEST']._serialized_end=1923
-  _globals['_STREAMBATCHSESSIONSRESPONSE']._serialized_start=1925
-  _globals['_STREAMBATCHSESSIONSRESPONSE']._serialized_end=2001
-  _globals['_INGESTREQUEST']._serialized_start=2004
-  _globals['_INGESTREQUEST']._serialized_end=2222
-  _globals['_INGESTERROR']._serialized_start=2224
-  _globals['_INGESTERROR']._serialized_end=2300
-  _globals['_INGESTRESPONSE']._serialized_start=2303
-  _globals['_INGESTRESPONSE']._serialized_end=2537
-  _globals['_CLICKSTREAMSERVICE']._serialized_start=2641
-  _globals['_CLICKSTREAMSERVICE']._serialized_end=3488
+  _globals['_SEARCHRESULT']._serialized_end=242
+  _globals['_EVENT']._serialized_start=244
+  _globals['_EVENT']._serialized_end=367
+  _globals['_SESSION']._serialized_start=370
+  _globals['_SESSION']._serialized_end=695
+  _globals['_BATCH']._serialized_start=698
+  _globals['_BATCH']._serialized_end=873
+  _globals['_REGISTERSESSIONREQUEST']._serialized_start=876
+  _globals['_REGISTERSESSIONREQUEST']._serialized_end=1174
+  _globals['_REGISTERSESSIONRESPONSE']._serialized_start=1176
+  _globals['_REGISTERSESSIONRESPONSE']._serialized_end=1267
+  _globals['_PUSHEVENTSREQUEST']._serialized_start=1269
+  _globals['_PUSHEVENTSREQUEST']._serialized_end=1352
+  _globals['_PUSHEVENTSRESPONSE']._serialized_start=1354
+  _globals['_PUSHEVENTSRESPONSE']._serialized_end=1411
+  _globals['_MARKSESSIONIRRELEVANTREQUEST']._serialized_start=1413
+  _globals['_MARKSESSIONIRRELEVANTREQUEST']._serialized_end=1463
+  _globals['_MARKSESSIONIRRELEVANTRESPONSE']._serialized_start=1465
+  _globals['_MARKSESSIONIRRELEVANTRESPONSE']._serialized_end=1543
+  _globals['_GETSESSIONREQUEST']._serialized_start=1545
+  _globals['_GETSESSIONREQUEST']._serialized_end=1584
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1586
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1653
+  _globals['_GETBATCHREQUEST']._serialized_start=1655
+  _globals['_GETBATCHREQUEST']._serialized_end=1690
+  _globals['_GETBATCHRESPONSE']._serialized_start=1692
+  _globals['_GETBATCHRESPONSE']._serialized_end=1753
+  _globals['_RELEASEBATCHREQUEST']._serialized_start=1755
+  _globals['_RELEASEBATCHREQUEST']._serialized_end=1796
+  _globals['_RELEASEBATCHRESPONSE']._serialized_start=1799
+  _globals['_RELEASEBATCHRESPONSE']._serialized_end=1940
+  _globals['_STREAMBATCHSESSIONSREQUEST']._serialized_start=1942
+  _globals['_STREAMBATCHSESSIONSREQUEST']._serialized_end=2010
+  _globals['_STREAMBATCHSESSIONSRESPONSE']._serialized_start=2012
+  _globals['_STREAMBATCHSESSIONSRESPONSE']._serialized_end=2088
+  _globals['_INGESTREQUEST']._serialized_start=2091
+  _globals['_INGESTREQUEST']._serialized_end=2309
+  _globals['_INGESTERROR']._serialized_start=2311
+  _globals['_INGESTERROR']._serialized_end=2387
+  _globals['_INGESTRESPONSE']._serialized_start=2390
+  _globals['_INGESTRESPONSE']._serialized_end=2624
+  _globals['_GETEXPERIMENTOUTCOMEREQUEST']._serialized_start=2626
+  _globals['_GETEXPERIMENTOUTCOMEREQUEST']._serialized_end=2678
+  _globals['_EXPERIMENTOUTCOME']._serialized_start=2680
+  _globals['_EXPERIMENTOUTCOME']._serialized_end=2784
+  _globals['_GETEXPERIMENTOUTCOMERESPONSE']._serialized_start=2786
+  _globals['_GETEXPERIMENTOUTCOMERESPONSE']._serialized_end=2873
+  _globals['_CLICKSTREAMSERVICE']._serialized_start=3047
+  _globals['_CLICKSTREAMSERVICE']._serialized_end=4019
 # @@protoc_insertion_point(module_scope)

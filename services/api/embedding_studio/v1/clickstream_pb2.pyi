@@ -9,24 +9,35 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Team(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TEAM_UNSPECIFIED: _ClassVar[Team]
+    TEAM_CHAMPION: _ClassVar[Team]
+    TEAM_CHALLENGER: _ClassVar[Team]
+
 class BatchStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BATCH_STATUS_UNSPECIFIED: _ClassVar[BatchStatus]
     BATCH_STATUS_COLLECTING: _ClassVar[BatchStatus]
     BATCH_STATUS_RELEASED: _ClassVar[BatchStatus]
+TEAM_UNSPECIFIED: Team
+TEAM_CHAMPION: Team
+TEAM_CHALLENGER: Team
 BATCH_STATUS_UNSPECIFIED: BatchStatus
 BATCH_STATUS_COLLECTING: BatchStatus
 BATCH_STATUS_RELEASED: BatchStatus
 
 class SearchResult(_message.Message):
-    __slots__ = ("object_id", "rank", "meta")
+    __slots__ = ("object_id", "rank", "meta", "team")
     OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     object_id: str
     rank: float
     meta: _struct_pb2.Struct
-    def __init__(self, object_id: _Optional[str] = ..., rank: _Optional[float] = ..., meta: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    team: Team
+    def __init__(self, object_id: _Optional[str] = ..., rank: _Optional[float] = ..., meta: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., team: _Optional[_Union[Team, str]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("event_id", "object_id", "event_type", "created_at", "meta")
@@ -43,7 +54,7 @@ class Event(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., object_id: _Optional[str] = ..., event_type: _Optional[str] = ..., created_at: _Optional[int] = ..., meta: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "search_query", "search_results", "search_meta", "user_id", "created_at", "is_irrelevant", "events", "batch_id", "session_number")
+    __slots__ = ("session_id", "search_query", "search_results", "search_meta", "user_id", "created_at", "is_irrelevant", "events", "batch_id", "session_number", "experiment_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_QUERY_FIELD_NUMBER: _ClassVar[int]
     SEARCH_RESULTS_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +65,7 @@ class Session(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     search_query: str
     search_results: _containers.RepeatedCompositeFieldContainer[SearchResult]
@@ -64,7 +76,8 @@ class Session(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     batch_id: str
     session_number: int
-    def __init__(self, session_id: _Optional[str] = ..., search_query: _Optional[str] = ..., search_results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., search_meta: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., user_id: _Optional[str] = ..., created_at: _Optional[int] = ..., is_irrelevant: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., batch_id: _Optional[str] = ..., session_number: _Optional[int] = ...) -> None: ...
+    experiment_id: str
+    def __init__(self, session_id: _Optional[str] = ..., search_query: _Optional[str] = ..., search_results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., search_meta: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., user_id: _Optional[str] = ..., created_at: _Optional[int] = ..., is_irrelevant: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., batch_id: _Optional[str] = ..., session_number: _Optional[int] = ..., experiment_id: _Optional[str] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("batch_id", "number", "status", "session_count", "release_id", "created_at", "released_at")
@@ -85,7 +98,7 @@ class Batch(_message.Message):
     def __init__(self, batch_id: _Optional[str] = ..., number: _Optional[int] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., session_count: _Optional[int] = ..., release_id: _Optional[str] = ..., created_at: _Optional[int] = ..., released_at: _Optional[int] = ...) -> None: ...
 
 class RegisterSessionRequest(_message.Message):
-    __slots__ = ("session_id", "search_query", "search_results", "search_meta", "user_id", "created_at", "is_irrelevant", "events")
+    __slots__ = ("session_id", "search_query", "search_results", "search_meta", "user_id", "created_at", "is_irrelevant", "events", "experiment_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_QUERY_FIELD_NUMBER: _ClassVar[int]
     SEARCH_RESULTS_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +107,7 @@ class RegisterSessionRequest(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     IS_IRRELEVANT_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     search_query: str
     search_results: _containers.RepeatedCompositeFieldContainer[SearchResult]
@@ -102,7 +116,8 @@ class RegisterSessionRequest(_message.Message):
     created_at: int
     is_irrelevant: bool
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, session_id: _Optional[str] = ..., search_query: _Optional[str] = ..., search_results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., search_meta: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., user_id: _Optional[str] = ..., created_at: _Optional[int] = ..., is_irrelevant: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    experiment_id: str
+    def __init__(self, session_id: _Optional[str] = ..., search_query: _Optional[str] = ..., search_results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., search_meta: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., user_id: _Optional[str] = ..., created_at: _Optional[int] = ..., is_irrelevant: _Optional[bool] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., experiment_id: _Optional[str] = ...) -> None: ...
 
 class RegisterSessionResponse(_message.Message):
     __slots__ = ("session", "duplicate")
@@ -233,3 +248,29 @@ class IngestResponse(_message.Message):
     rejected: int
     errors: _containers.RepeatedCompositeFieldContainer[IngestError]
     def __init__(self, messages: _Optional[int] = ..., sessions_accepted: _Optional[int] = ..., sessions_duplicate: _Optional[int] = ..., events_accepted: _Optional[int] = ..., events_duplicate: _Optional[int] = ..., irrelevant_marks: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[IngestError, _Mapping]]] = ...) -> None: ...
+
+class GetExperimentOutcomeRequest(_message.Message):
+    __slots__ = ("experiment_id",)
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+
+class ExperimentOutcome(_message.Message):
+    __slots__ = ("experiment_id", "sessions", "wins", "losses", "ties")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    WINS_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    TIES_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    sessions: int
+    wins: int
+    losses: int
+    ties: int
+    def __init__(self, experiment_id: _Optional[str] = ..., sessions: _Optional[int] = ..., wins: _Optional[int] = ..., losses: _Optional[int] = ..., ties: _Optional[int] = ...) -> None: ...
+
+class GetExperimentOutcomeResponse(_message.Message):
+    __slots__ = ("outcome",)
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    outcome: ExperimentOutcome
+    def __init__(self, outcome: _Optional[_Union[ExperimentOutcome, _Mapping]] = ...) -> None: ...

@@ -76,6 +76,11 @@ class ClickstreamServiceStub:
                 request_serializer=embedding__studio_dot_v1_dot_clickstream__pb2.IngestRequest.SerializeToString,
                 response_deserializer=embedding__studio_dot_v1_dot_clickstream__pb2.IngestResponse.FromString,
                 _registered_method=True)
+        self.GetExperimentOutcome = channel.unary_unary(
+                '/embedding_studio.v1.ClickstreamService/GetExperimentOutcome',
+                request_serializer=embedding__studio_dot_v1_dot_clickstream__pb2.GetExperimentOutcomeRequest.SerializeToString,
+                response_deserializer=embedding__studio_dot_v1_dot_clickstream__pb2.GetExperimentOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class ClickstreamServiceServicer:
@@ -146,6 +151,15 @@ class ClickstreamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExperimentOutcome(self, request, context):
+        """GetExperimentOutcome counts an online experiment's sessions with team-draft credit: a session is
+        won by the team whose results got more clicks (distinct results with an event of type "click"),
+        and tied when both got as many (or none). An experiment the registry never announced is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClickstreamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +202,11 @@ def add_ClickstreamServiceServicer_to_server(servicer, server):
                     servicer.Ingest,
                     request_deserializer=embedding__studio_dot_v1_dot_clickstream__pb2.IngestRequest.FromString,
                     response_serializer=embedding__studio_dot_v1_dot_clickstream__pb2.IngestResponse.SerializeToString,
+            ),
+            'GetExperimentOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperimentOutcome,
+                    request_deserializer=embedding__studio_dot_v1_dot_clickstream__pb2.GetExperimentOutcomeRequest.FromString,
+                    response_serializer=embedding__studio_dot_v1_dot_clickstream__pb2.GetExperimentOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +427,33 @@ class ClickstreamService:
             '/embedding_studio.v1.ClickstreamService/Ingest',
             embedding__studio_dot_v1_dot_clickstream__pb2.IngestRequest.SerializeToString,
             embedding__studio_dot_v1_dot_clickstream__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperimentOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedding_studio.v1.ClickstreamService/GetExperimentOutcome',
+            embedding__studio_dot_v1_dot_clickstream__pb2.GetExperimentOutcomeRequest.SerializeToString,
+            embedding__studio_dot_v1_dot_clickstream__pb2.GetExperimentOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,

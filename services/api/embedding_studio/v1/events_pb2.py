@@ -28,7 +28,7 @@ from services.api.embedding_studio.v1 import registry_pb2 as embedding__studio_d
 from services.api.embedding_studio.v1 import trainer_pb2 as embedding__studio_dot_v1_dot_trainer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n embedding_studio/v1/events.proto\x12\x13\x65mbedding_studio.v1\x1a%embedding_studio/v1/clickstream.proto\x1a\"embedding_studio/v1/dataprep.proto\x1a\"embedding_studio/v1/registry.proto\x1a!embedding_studio/v1/trainer.proto\":\n\rBatchReleased\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\"c\n\x11\x44\x61taPrepRequested\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x1a\n\x12\x66ine_tuning_method\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x03\"_\n\x0c\x44\x61tasetReady\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12-\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x1c.embedding_studio.v1.Dataset\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x03\"`\n\rDatasetFailed\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12-\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x1c.embedding_studio.v1.Dataset\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x03\"6\n\x0bTaskUpdated\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"[\n\rModelPromoted\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.embedding_studio.v1.ModelVersion\x12\x18\n\x10previous_version\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n embedding_studio/v1/events.proto\x12\x13\x65mbedding_studio.v1\x1a%embedding_studio/v1/clickstream.proto\x1a\"embedding_studio/v1/dataprep.proto\x1a\"embedding_studio/v1/registry.proto\x1a!embedding_studio/v1/trainer.proto\":\n\rBatchReleased\x12)\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1a.embedding_studio.v1.Batch\"c\n\x11\x44\x61taPrepRequested\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x1a\n\x12\x66ine_tuning_method\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x03\"_\n\x0c\x44\x61tasetReady\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12-\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x1c.embedding_studio.v1.Dataset\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x03\"`\n\rDatasetFailed\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12-\n\x07\x64\x61taset\x18\x02 \x01(\x0b\x32\x1c.embedding_studio.v1.Dataset\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x03\"6\n\x0bTaskUpdated\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"\x90\x01\n\rModelPromoted\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32!.embedding_studio.v1.ModelVersion\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x33\n\nexperiment\x18\x03 \x01(\x0b\x32\x1f.embedding_studio.v1.Experiment\"H\n\x11\x45xperimentStarted\x12\x33\n\nexperiment\x18\x01 \x01(\x0b\x32\x1f.embedding_studio.v1.Experimentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DATASETFAILED']._serialized_end=557
   _globals['_TASKUPDATED']._serialized_start=559
   _globals['_TASKUPDATED']._serialized_end=613
-  _globals['_MODELPROMOTED']._serialized_start=615
-  _globals['_MODELPROMOTED']._serialized_end=706
+  _globals['_MODELPROMOTED']._serialized_start=616
+  _globals['_MODELPROMOTED']._serialized_end=760
+  _globals['_EXPERIMENTSTARTED']._serialized_start=762
+  _globals['_EXPERIMENTSTARTED']._serialized_end=834
 # @@protoc_insertion_point(module_scope)

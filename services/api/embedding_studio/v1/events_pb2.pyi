@@ -54,9 +54,17 @@ class TaskUpdated(_message.Message):
     def __init__(self, task: _Optional[_Union[_trainer_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class ModelPromoted(_message.Message):
-    __slots__ = ("model", "previous_version")
+    __slots__ = ("model", "previous_version", "experiment")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     model: _registry_pb2.ModelVersion
     previous_version: str
-    def __init__(self, model: _Optional[_Union[_registry_pb2.ModelVersion, _Mapping]] = ..., previous_version: _Optional[str] = ...) -> None: ...
+    experiment: _registry_pb2.Experiment
+    def __init__(self, model: _Optional[_Union[_registry_pb2.ModelVersion, _Mapping]] = ..., previous_version: _Optional[str] = ..., experiment: _Optional[_Union[_registry_pb2.Experiment, _Mapping]] = ...) -> None: ...
+
+class ExperimentStarted(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: _registry_pb2.Experiment
+    def __init__(self, experiment: _Optional[_Union[_registry_pb2.Experiment, _Mapping]] = ...) -> None: ...

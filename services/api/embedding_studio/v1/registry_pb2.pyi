@@ -1,3 +1,4 @@
+from services.api.embedding_studio.v1 import clickstream_pb2 as _clickstream_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -15,12 +16,25 @@ class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATUS_FINISHED: _ClassVar[RunStatus]
     RUN_STATUS_FAILED: _ClassVar[RunStatus]
     RUN_STATUS_KILLED: _ClassVar[RunStatus]
+
+class ExperimentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPERIMENT_STATE_UNSPECIFIED: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_RUNNING: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_CHALLENGER_WON: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_CHAMPION_KEPT: _ClassVar[ExperimentState]
+    EXPERIMENT_STATE_STOPPED: _ClassVar[ExperimentState]
 RUN_STATUS_UNSPECIFIED: RunStatus
 RUN_STATUS_RUNNING: RunStatus
 RUN_STATUS_SCHEDULED: RunStatus
 RUN_STATUS_FINISHED: RunStatus
 RUN_STATUS_FAILED: RunStatus
 RUN_STATUS_KILLED: RunStatus
+EXPERIMENT_STATE_UNSPECIFIED: ExperimentState
+EXPERIMENT_STATE_RUNNING: ExperimentState
+EXPERIMENT_STATE_CHALLENGER_WON: ExperimentState
+EXPERIMENT_STATE_CHAMPION_KEPT: ExperimentState
+EXPERIMENT_STATE_STOPPED: ExperimentState
 
 class HeldOutScores(_message.Message):
     __slots__ = ("ndcg_at_10", "mrr_at_10", "recall_at", "queries")
@@ -219,11 +233,119 @@ class SubmitCandidateRequest(_message.Message):
     def __init__(self, fine_tuning_method: _Optional[str] = ..., task_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., run_id: _Optional[str] = ..., candidate_scores: _Optional[_Union[HeldOutScores, _Mapping]] = ..., compared_version: _Optional[str] = ..., compared_scores: _Optional[_Union[HeldOutScores, _Mapping]] = ...) -> None: ...
 
 class SubmitCandidateResponse(_message.Message):
-    __slots__ = ("version", "promoted", "reason")
+    __slots__ = ("version", "promoted", "reason", "experiment_id")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     version: ModelVersion
     promoted: bool
     reason: str
-    def __init__(self, version: _Optional[_Union[ModelVersion, _Mapping]] = ..., promoted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    experiment_id: str
+    def __init__(self, version: _Optional[_Union[ModelVersion, _Mapping]] = ..., promoted: _Optional[bool] = ..., reason: _Optional[str] = ..., experiment_id: _Optional[str] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("experiment_id", "fine_tuning_method", "champion_version", "challenger_version", "state", "reason", "sessions", "wins", "losses", "ties", "preference", "p_value", "alpha", "min_sessions", "max_sessions", "started_at", "decided_at")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    WINS_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    TIES_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MIN_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    fine_tuning_method: str
+    champion_version: str
+    challenger_version: str
+    state: ExperimentState
+    reason: str
+    sessions: int
+    wins: int
+    losses: int
+    ties: int
+    preference: float
+    p_value: float
+    alpha: float
+    min_sessions: int
+    max_sessions: int
+    started_at: int
+    decided_at: int
+    def __init__(self, experiment_id: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., champion_version: _Optional[str] = ..., challenger_version: _Optional[str] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., reason: _Optional[str] = ..., sessions: _Optional[int] = ..., wins: _Optional[int] = ..., losses: _Optional[int] = ..., ties: _Optional[int] = ..., preference: _Optional[float] = ..., p_value: _Optional[float] = ..., alpha: _Optional[float] = ..., min_sessions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., started_at: _Optional[int] = ..., decided_at: _Optional[int] = ...) -> None: ...
+
+class GetServingPlanRequest(_message.Message):
+    __slots__ = ("fine_tuning_method",)
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+
+class GetServingPlanResponse(_message.Message):
+    __slots__ = ("champion", "challenger", "experiment_id")
+    CHAMPION_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    champion: ModelVersion
+    challenger: ModelVersion
+    experiment_id: str
+    def __init__(self, champion: _Optional[_Union[ModelVersion, _Mapping]] = ..., challenger: _Optional[_Union[ModelVersion, _Mapping]] = ..., experiment_id: _Optional[str] = ...) -> None: ...
+
+class InterleaveRequest(_message.Message):
+    __slots__ = ("experiment_id", "session_id", "champion_object_ids", "challenger_object_ids", "k")
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    session_id: str
+    champion_object_ids: _containers.RepeatedScalarFieldContainer[str]
+    challenger_object_ids: _containers.RepeatedScalarFieldContainer[str]
+    k: int
+    def __init__(self, experiment_id: _Optional[str] = ..., session_id: _Optional[str] = ..., champion_object_ids: _Optional[_Iterable[str]] = ..., challenger_object_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ...) -> None: ...
+
+class InterleavedResult(_message.Message):
+    __slots__ = ("object_id", "team")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    team: _clickstream_pb2.Team
+    def __init__(self, object_id: _Optional[str] = ..., team: _Optional[_Union[_clickstream_pb2.Team, str]] = ...) -> None: ...
+
+class InterleaveResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[InterleavedResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[InterleavedResult, _Mapping]]] = ...) -> None: ...
+
+class GetExperimentRequest(_message.Message):
+    __slots__ = ("experiment_id",)
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    experiment_id: str
+    def __init__(self, experiment_id: _Optional[str] = ...) -> None: ...
+
+class GetExperimentResponse(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ("fine_tuning_method",)
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments",)
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...

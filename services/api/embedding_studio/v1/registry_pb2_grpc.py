@@ -66,6 +66,26 @@ class RegistryServiceStub:
                 request_serializer=embedding__studio_dot_v1_dot_registry__pb2.SubmitCandidateRequest.SerializeToString,
                 response_deserializer=embedding__studio_dot_v1_dot_registry__pb2.SubmitCandidateResponse.FromString,
                 _registered_method=True)
+        self.GetServingPlan = channel.unary_unary(
+                '/embedding_studio.v1.RegistryService/GetServingPlan',
+                request_serializer=embedding__studio_dot_v1_dot_registry__pb2.GetServingPlanRequest.SerializeToString,
+                response_deserializer=embedding__studio_dot_v1_dot_registry__pb2.GetServingPlanResponse.FromString,
+                _registered_method=True)
+        self.Interleave = channel.unary_unary(
+                '/embedding_studio.v1.RegistryService/Interleave',
+                request_serializer=embedding__studio_dot_v1_dot_registry__pb2.InterleaveRequest.SerializeToString,
+                response_deserializer=embedding__studio_dot_v1_dot_registry__pb2.InterleaveResponse.FromString,
+                _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/embedding_studio.v1.RegistryService/GetExperiment',
+                request_serializer=embedding__studio_dot_v1_dot_registry__pb2.GetExperimentRequest.SerializeToString,
+                response_deserializer=embedding__studio_dot_v1_dot_registry__pb2.GetExperimentResponse.FromString,
+                _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/embedding_studio.v1.RegistryService/ListExperiments',
+                request_serializer=embedding__studio_dot_v1_dot_registry__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=embedding__studio_dot_v1_dot_registry__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -118,6 +138,37 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServingPlan(self, request, context):
+        """GetServingPlan says which version(s) a search backend should serve now: the champion, and while an
+        online experiment runs, the challenger too, with the experiment's id to interleave them under.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Interleave(self, request, context):
+        """Interleave merges the champion's and the challenger's rankings of one search by team-draft
+        interleaving, deterministically from the session id (a retry shows the same list). The same
+        function is `services.client.interleaving.team_draft` in the Python client.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperiment(self, request, context):
+        """GetExperiment returns one online experiment with its counts and decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExperiments(self, request, context):
+        """ListExperiments returns a plugin's online experiments, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +201,26 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.SubmitCandidate,
                     request_deserializer=embedding__studio_dot_v1_dot_registry__pb2.SubmitCandidateRequest.FromString,
                     response_serializer=embedding__studio_dot_v1_dot_registry__pb2.SubmitCandidateResponse.SerializeToString,
+            ),
+            'GetServingPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServingPlan,
+                    request_deserializer=embedding__studio_dot_v1_dot_registry__pb2.GetServingPlanRequest.FromString,
+                    response_serializer=embedding__studio_dot_v1_dot_registry__pb2.GetServingPlanResponse.SerializeToString,
+            ),
+            'Interleave': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interleave,
+                    request_deserializer=embedding__studio_dot_v1_dot_registry__pb2.InterleaveRequest.FromString,
+                    response_serializer=embedding__studio_dot_v1_dot_registry__pb2.InterleaveResponse.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=embedding__studio_dot_v1_dot_registry__pb2.GetExperimentRequest.FromString,
+                    response_serializer=embedding__studio_dot_v1_dot_registry__pb2.GetExperimentResponse.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=embedding__studio_dot_v1_dot_registry__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=embedding__studio_dot_v1_dot_registry__pb2.ListExperimentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +387,114 @@ class RegistryService:
             '/embedding_studio.v1.RegistryService/SubmitCandidate',
             embedding__studio_dot_v1_dot_registry__pb2.SubmitCandidateRequest.SerializeToString,
             embedding__studio_dot_v1_dot_registry__pb2.SubmitCandidateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServingPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedding_studio.v1.RegistryService/GetServingPlan',
+            embedding__studio_dot_v1_dot_registry__pb2.GetServingPlanRequest.SerializeToString,
+            embedding__studio_dot_v1_dot_registry__pb2.GetServingPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interleave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedding_studio.v1.RegistryService/Interleave',
+            embedding__studio_dot_v1_dot_registry__pb2.InterleaveRequest.SerializeToString,
+            embedding__studio_dot_v1_dot_registry__pb2.InterleaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedding_studio.v1.RegistryService/GetExperiment',
+            embedding__studio_dot_v1_dot_registry__pb2.GetExperimentRequest.SerializeToString,
+            embedding__studio_dot_v1_dot_registry__pb2.GetExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedding_studio.v1.RegistryService/ListExperiments',
+            embedding__studio_dot_v1_dot_registry__pb2.ListExperimentsRequest.SerializeToString,
+            embedding__studio_dot_v1_dot_registry__pb2.ListExperimentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!embedding_studio/v1/trainer.proto\x12\x13\x65mbedding_studio.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xb1\x02\n\x0cTaskProgress\x12-\n\x05stage\x18\x01 \x01(\x0e\x32\x1e.embedding_studio.v1.TaskStage\x12\r\n\x05trial\x18\x02 \x01(\x03\x12\x14\n\x0ctrials_total\x18\x03 \x01(\x03\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x14\n\x0c\x65pochs_total\x18\x05 \x01(\x03\x12\x0c\n\x04step\x18\x06 \x01(\x03\x12\x13\n\x0bsteps_total\x18\x07 \x01(\x03\x12?\n\x07metrics\x18\x08 \x03(\x0b\x32..embedding_studio.v1.TaskProgress.MetricsEntry\x12\x14\n\x0cmetrics_step\x18\t \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xae\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x1a\n\x12\x66ine_tuning_method\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.embedding_studio.v1.TaskStatus\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ncreated_at\x18\x07 \x01(\x03\x12\x12\n\nupdated_at\x18\x08 \x01(\x03\x12\x33\n\x08progress\x18\t \x01(\x0b\x32!.embedding_studio.v1.TaskProgress\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x16\n\x0e\x62\x65st_model_url\x18\x0c \x01(\t\x12\x10\n\x08promoted\x18\r \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x0e \x01(\x03\x12\x0e\n\x06worker\x18\x0f \x01(\t\x12\x10\n\x08requeued\x18\x10 \x01(\x03\x12\x12\n\nmax_trials\x18\x11 \x01(\x05\"\x99\x01\n\x11\x43reateTaskRequest\x12\x1a\n\x12\x66ine_tuning_method\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x12\n\nmax_trials\x18\x05 \x01(\x05\"P\n\x12\x43reateTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\":\n\x0fGetTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"\x86\x01\n\x10ListTasksRequest\x12\x1a\n\x12\x66ine_tuning_method\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.embedding_studio.v1.TaskStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"V\n\x11ListTasksResponse\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.embedding_studio.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"=\n\x12\x43\x61ncelTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"%\n\x12RestartTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\">\n\x13RestartTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"<\n\x11WatchTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task*\xa5\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x1a\n\x16TASK_STATUS_PROCESSING\x10\x02\x12\x14\n\x10TASK_STATUS_DONE\x10\x03\x12\x18\n\x14TASK_STATUS_CANCELED\x10\x04\x12\x15\n\x11TASK_STATUS_ERROR\x10\x05*\xeb\x01\n\tTaskStage\x12\x1a\n\x16TASK_STAGE_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STAGE_DATAPREP\x10\x01\x12\x16\n\x12TASK_STAGE_LOADING\x10\x02\x12\x17\n\x13TASK_STAGE_TRAINING\x10\x03\x12\x19\n\x15TASK_STAGE_EVALUATING\x10\x04\x12\x19\n\x15TASK_STAGE_SUBMITTING\x10\x05\x12\x13\n\x0fTASK_STAGE_DONE\x10\x06\x12\x14\n\x10TASK_STAGE_ERROR\x10\x07\x12\x17\n\x13TASK_STAGE_CANCELED\x10\x08\x32\xc0\x04\n\x0eTrainerService\x12]\n\nCreateTask\x12&.embedding_studio.v1.CreateTaskRequest\x1a\'.embedding_studio.v1.CreateTaskResponse\x12T\n\x07GetTask\x12#.embedding_studio.v1.GetTaskRequest\x1a$.embedding_studio.v1.GetTaskResponse\x12Z\n\tListTasks\x12%.embedding_studio.v1.ListTasksRequest\x1a&.embedding_studio.v1.ListTasksResponse\x12]\n\nCancelTask\x12&.embedding_studio.v1.CancelTaskRequest\x1a\'.embedding_studio.v1.CancelTaskResponse\x12`\n\x0bRestartTask\x12\'.embedding_studio.v1.RestartTaskRequest\x1a(.embedding_studio.v1.RestartTaskResponse\x12\\\n\tWatchTask\x12%.embedding_studio.v1.WatchTaskRequest\x1a&.embedding_studio.v1.WatchTaskResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!embedding_studio/v1/trainer.proto\x12\x13\x65mbedding_studio.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xb1\x02\n\x0cTaskProgress\x12-\n\x05stage\x18\x01 \x01(\x0e\x32\x1e.embedding_studio.v1.TaskStage\x12\r\n\x05trial\x18\x02 \x01(\x03\x12\x14\n\x0ctrials_total\x18\x03 \x01(\x03\x12\r\n\x05\x65poch\x18\x04 \x01(\x03\x12\x14\n\x0c\x65pochs_total\x18\x05 \x01(\x03\x12\x0c\n\x04step\x18\x06 \x01(\x03\x12\x13\n\x0bsteps_total\x18\x07 \x01(\x03\x12?\n\x07metrics\x18\x08 \x03(\x0b\x32..embedding_studio.v1.TaskProgress.MetricsEntry\x12\x14\n\x0cmetrics_step\x18\t \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xc5\x03\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x1a\n\x12\x66ine_tuning_method\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.embedding_studio.v1.TaskStatus\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ncreated_at\x18\x07 \x01(\x03\x12\x12\n\nupdated_at\x18\x08 \x01(\x03\x12\x33\n\x08progress\x18\t \x01(\x0b\x32!.embedding_studio.v1.TaskProgress\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x15\n\rmodel_version\x18\x0b \x01(\t\x12\x16\n\x0e\x62\x65st_model_url\x18\x0c \x01(\t\x12\x10\n\x08promoted\x18\r \x01(\x08\x12\x0f\n\x07\x61ttempt\x18\x0e \x01(\x03\x12\x0e\n\x06worker\x18\x0f \x01(\t\x12\x10\n\x08requeued\x18\x10 \x01(\x03\x12\x12\n\nmax_trials\x18\x11 \x01(\x05\x12\x15\n\rexperiment_id\x18\x12 \x01(\t\"\x99\x01\n\x11\x43reateTaskRequest\x12\x1a\n\x12\x66ine_tuning_method\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x12\n\nmax_trials\x18\x05 \x01(\x05\"P\n\x12\x43reateTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\":\n\x0fGetTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"\x86\x01\n\x10ListTasksRequest\x12\x1a\n\x12\x66ine_tuning_method\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.embedding_studio.v1.TaskStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"V\n\x11ListTasksResponse\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.embedding_studio.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"=\n\x12\x43\x61ncelTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"%\n\x12RestartTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\">\n\x13RestartTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task\"#\n\x10WatchTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"<\n\x11WatchTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x19.embedding_studio.v1.Task*\xa5\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x1a\n\x16TASK_STATUS_PROCESSING\x10\x02\x12\x14\n\x10TASK_STATUS_DONE\x10\x03\x12\x18\n\x14TASK_STATUS_CANCELED\x10\x04\x12\x15\n\x11TASK_STATUS_ERROR\x10\x05*\xeb\x01\n\tTaskStage\x12\x1a\n\x16TASK_STAGE_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STAGE_DATAPREP\x10\x01\x12\x16\n\x12TASK_STAGE_LOADING\x10\x02\x12\x17\n\x13TASK_STAGE_TRAINING\x10\x03\x12\x19\n\x15TASK_STAGE_EVALUATING\x10\x04\x12\x19\n\x15TASK_STAGE_SUBMITTING\x10\x05\x12\x13\n\x0fTASK_STAGE_DONE\x10\x06\x12\x14\n\x10TASK_STAGE_ERROR\x10\x07\x12\x17\n\x13TASK_STAGE_CANCELED\x10\x08\x32\xc0\x04\n\x0eTrainerService\x12]\n\nCreateTask\x12&.embedding_studio.v1.CreateTaskRequest\x1a\'.embedding_studio.v1.CreateTaskResponse\x12T\n\x07GetTask\x12#.embedding_studio.v1.GetTaskRequest\x1a$.embedding_studio.v1.GetTaskResponse\x12Z\n\tListTasks\x12%.embedding_studio.v1.ListTasksRequest\x1a&.embedding_studio.v1.ListTasksResponse\x12]\n\nCancelTask\x12&.embedding_studio.v1.CancelTaskRequest\x1a\'.embedding_studio.v1.CancelTaskResponse\x12`\n\x0bRestartTask\x12\'.embedding_studio.v1.RestartTaskRequest\x1a(.embedding_studio.v1.RestartTaskResponse\x12\\\n\tWatchTask\x12%.embedding_studio.v1.WatchTaskRequest\x1a&.embedding_studio.v1.WatchTaskResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,40 +34,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASKPROGRESS_METRICSENTRY']._loaded_options = None
   _globals['_TASKPROGRESS_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKSTATUS']._serialized_start=1691
-  _globals['_TASKSTATUS']._serialized_end=1856
-  _globals['_TASKSTAGE']._serialized_start=1859
-  _globals['_TASKSTAGE']._serialized_end=2094
+  _globals['_TASKSTATUS']._serialized_start=1714
+  _globals['_TASKSTATUS']._serialized_end=1879
+  _globals['_TASKSTAGE']._serialized_start=1882
+  _globals['_TASKSTAGE']._serialized_end=2117
   _globals['_TASKPROGRESS']._serialized_start=89
   _globals['_TASKPROGRESS']._serialized_end=394
   _globals['_TASKPROGRESS_METRICSENTRY']._serialized_start=348
   _globals['_TASKPROGRESS_METRICSENTRY']._serialized_end=394
   _globals['_TASK']._serialized_start=397
-  _globals['_TASK']._serialized_end=827
-  _globals['_CREATETASKREQUEST']._serialized_start=830
-  _globals['_CREATETASKREQUEST']._serialized_end=983
-  _globals['_CREATETASKRESPONSE']._serialized_start=985
-  _globals['_CREATETASKRESPONSE']._serialized_end=1065
-  _globals['_GETTASKREQUEST']._serialized_start=1067
-  _globals['_GETTASKREQUEST']._serialized_end=1100
-  _globals['_GETTASKRESPONSE']._serialized_start=1102
-  _globals['_GETTASKRESPONSE']._serialized_end=1160
-  _globals['_LISTTASKSREQUEST']._serialized_start=1163
-  _globals['_LISTTASKSREQUEST']._serialized_end=1297
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1299
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1385
-  _globals['_CANCELTASKREQUEST']._serialized_start=1387
-  _globals['_CANCELTASKREQUEST']._serialized_end=1423
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1425
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1486
-  _globals['_RESTARTTASKREQUEST']._serialized_start=1488
-  _globals['_RESTARTTASKREQUEST']._serialized_end=1525
-  _globals['_RESTARTTASKRESPONSE']._serialized_start=1527
-  _globals['_RESTARTTASKRESPONSE']._serialized_end=1589
-  _globals['_WATCHTASKREQUEST']._serialized_start=1591
-  _globals['_WATCHTASKREQUEST']._serialized_end=1626
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1628
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1688
-  _globals['_TRAINERSERVICE']._serialized_start=2097
-  _globals['_TRAINERSERVICE']._serialized_end=2673
+  _globals['_TASK']._serialized_end=850
+  _globals['_CREATETASKREQUEST']._serialized_start=853
+  _globals['_CREATETASKREQUEST']._serialized_end=1006
+  _globals['_CREATETASKRESPONSE']._serialized_start=1008
+  _globals['_CREATETASKRESPONSE']._serialized_end=1088
+  _globals['_GETTASKREQUEST']._serialized_start=1090
+  _globals['_GETTASKREQUEST']._serialized_end=1123
+  _globals['_GETTASKRESPONSE']._serialized_start=1125
+  _globals['_GETTASKRESPONSE']._serialized_end=1183
+  _globals['_LISTTASKSREQUEST']._serialized_start=1186
+  _globals['_LISTTASKSREQUEST']._serialized_end=1320
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1322
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1408
+  _globals['_CANCELTASKREQUEST']._serialized_start=1410
+  _globals['_CANCELTASKREQUEST']._serialized_end=1446
+  _globals['_CANCELTASKRESPONSE']._serialized_start=1448
+  _globals['_CANCELTASKRESPONSE']._serialized_end=1509
+  _globals['_RESTARTTASKREQUEST']._serialized_start=1511
+  _globals['_RESTARTTASKREQUEST']._serialized_end=1548
+  _globals['_RESTARTTASKRESPONSE']._serialized_start=1550
+  _globals['_RESTARTTASKRESPONSE']._serialized_end=1612
+  _globals['_WATCHTASKREQUEST']._serialized_start=1614
+  _globals['_WATCHTASKREQUEST']._serialized_end=1649
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1651
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1711
+  _globals['_TRAINERSERVICE']._serialized_start=2120
+  _globals['_TRAINERSERVICE']._serialized_end=2696
 # @@protoc_insertion_point(module_scope)

@@ -74,7 +74,7 @@ class TaskProgress(_message.Message):
     def __init__(self, stage: _Optional[_Union[TaskStage, str]] = ..., trial: _Optional[int] = ..., trials_total: _Optional[int] = ..., epoch: _Optional[int] = ..., epochs_total: _Optional[int] = ..., step: _Optional[int] = ..., steps_total: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., metrics_step: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "fine_tuning_method", "batch_id", "status", "idempotency_key", "metadata", "created_at", "updated_at", "progress", "error", "model_version", "best_model_url", "promoted", "attempt", "worker", "requeued", "max_trials")
+    __slots__ = ("task_id", "fine_tuning_method", "batch_id", "status", "idempotency_key", "metadata", "created_at", "updated_at", "progress", "error", "model_version", "best_model_url", "promoted", "attempt", "worker", "requeued", "max_trials", "experiment_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class Task(_message.Message):
     WORKER_FIELD_NUMBER: _ClassVar[int]
     REQUEUED_FIELD_NUMBER: _ClassVar[int]
     MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     fine_tuning_method: str
     batch_id: str
@@ -109,7 +110,8 @@ class Task(_message.Message):
     worker: str
     requeued: int
     max_trials: int
-    def __init__(self, task_id: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., idempotency_key: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., error: _Optional[str] = ..., model_version: _Optional[str] = ..., best_model_url: _Optional[str] = ..., promoted: _Optional[bool] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., requeued: _Optional[int] = ..., max_trials: _Optional[int] = ...) -> None: ...
+    experiment_id: str
+    def __init__(self, task_id: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., idempotency_key: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., error: _Optional[str] = ..., model_version: _Optional[str] = ..., best_model_url: _Optional[str] = ..., promoted: _Optional[bool] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., requeued: _Optional[int] = ..., max_trials: _Optional[int] = ..., experiment_id: _Optional[str] = ...) -> None: ...
 
 class CreateTaskRequest(_message.Message):
     __slots__ = ("fine_tuning_method", "batch_id", "metadata", "idempotency_key", "max_trials")

@@ -40,7 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # so that the script runs as `python bench/ingest.py` from anywhere
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb  # noqa: E402
-from services.ingest import store as schema  # noqa: E402
+from services.ingest import schema  # noqa: E402
+from services.ingest.store import ClickstreamStore  # noqa: E402
 from tests.servers import NatsServer, PostgresDatabase, ServiceProcess  # noqa: E402
 
 SERVICE = "/embedding_studio.v1.ClickstreamService/"
@@ -340,7 +341,7 @@ def raw_engine(url: str) -> Engine:
 
 def raw_inserts(url: str, seconds: float) -> list[Phase]:
     """The rows the service would store, built beforehand, then inserted with plain Core INSERTs."""
-    schema.ClickstreamStore(url).close()  # the service's schema and first batch
+    ClickstreamStore(url).close()  # the service's schema and first batch
     engine = raw_engine(url)
     sessions = Sessions()
     now = int(time.time())

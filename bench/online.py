@@ -10,8 +10,9 @@ seed); its offline gain on the test queries is printed first.
 - Sensitivity, over `--repetitions` seeded runs each: interleaving shows every search the merged list
   and counts sessions won by each model (team-draft credit); A/B sends each search to one model by a fair
   coin and compares the clicks per session of the two arms (two-sided Mann-Whitney U). Sessions to
-  decision = the first multiple of `--step` at which the test's p < alpha (a measure of sensitivity
-  only, the same for both; the registry's decision rule is the one-look rule below). Printed: each
+  decision = the first multiple of `--step` at which a fixed-sample test's p < alpha (the sign test for
+  interleaving): a measure of sensitivity only, the same for both (the registry decides with the
+  sequential rule below, which needs more sessions to stay valid under its looks). Printed: each
   method's median and the ratio.
 - A/A, over `--aa-repetitions` runs: the base against itself, interleaved, decided by
   `services.registry.experiments.decide` with the registry's defaults, looked at every
@@ -38,7 +39,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from scipy.stats import mannwhitneyu  # noqa: E402
+from scipy.stats import binomtest, mannwhitneyu  # noqa: E402
 
 from services.api.embedding_studio.v1 import registry_pb2 as pb  # noqa: E402
 from services.api.embedding_studio.v1.clickstream_pb2 import TEAM_CHALLENGER, TEAM_CHAMPION  # noqa: E402
@@ -48,7 +49,7 @@ from services.evaluation.metrics import paired_bootstrap_ci, score_rankings  # n
 from services.evaluation.online import clicks, interleaved_sessions  # noqa: E402
 from services.evaluation.retrieval import encode, top_k  # noqa: E402
 from services.evaluation.simulation import split_queries  # noqa: E402
-from services.registry.experiments import Rule, decide, sign_test_p_value  # noqa: E402
+from services.registry.experiments import Rule, decide  # noqa: E402
 
 TOP_K = 20
 EXPERIMENT = "exp-0000000000-2"
@@ -58,10 +59,14 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def ranked(model, dataset: EvalDataset, queries: list, k: int) -> list[list[str]]:
+def ranked(model, dataset: EvalDataset, query_sets: list[tuple[list, int]]) -> list[list[list[str]]]:
+    """Each query set's rankings (top k item ids per query) by `model`, the items embedded once."""
     items = encode(model, [i.text for i in dataset.items], show_progress_bar=True)
-    indices, _ = top_k(encode(model, [q.text for q in queries]), items, k)
-    return [[dataset.items[i].id for i in row] for row in indices]
+    rankings = []
+    for queries, k in query_sets:
+        indices, _ = top_k(encode(model, [q.text for q in queries]), items, k)
+        rankings.append([[dataset.items[i].id for i in row] for row in indices])
+    return rankings
 
 
 def interleaving_sessions_to_decision(train, base, tuned, seed: int, max_grade: int, alpha: float, step: int,
@@ -72,7 +77,7 @@ def interleaving_sessions_to_decision(train, base, tuned, seed: int, max_grade: 
         winner = session.winner
         wins += winner == TEAM_CHALLENGER
         losses += winner == TEAM_CHAMPION
-        if number % step == 0 and wins + losses and sign_test_p_value(wins, losses) < alpha:
+        if number % step == 0 and wins + losses and binomtest(wins, wins + losses).pvalue < alpha:
             return number
     return None
 
@@ -91,20 +96,25 @@ def ab_sessions_to_decision(train, base, tuned, seed: int, max_grade: int, alpha
     return None
 
 
-def a_a_decision(train, base, seed: int, max_grade: int, rule: Rule, per_poll: int) -> pb.ExperimentState:
+def registry_decision(train, champion, challenger, seed: int, max_grade: int, rule: Rule, per_poll: int
+                      ) -> tuple[pb.ExperimentState, int]:
+    """The registry's own rule on interleaved sessions, looked at every `per_poll` sessions: its decision
+    (STOPPED for a stop that was not significant) and the sessions it took."""
     wins = losses = ties = 0
-    for number, session in enumerate(interleaved_sessions(train, base, base, EXPERIMENT, rule.max_sessions, seed,
-                                                          max_grade, TOP_K), start=1):
+    p_value = 1.0
+    for number, session in enumerate(interleaved_sessions(train, champion, challenger, EXPERIMENT,
+                                                          rule.max_sessions, seed, max_grade, TOP_K), start=1):
         winner = session.winner
         wins += winner == TEAM_CHALLENGER
         losses += winner == TEAM_CHAMPION
         ties += winner not in (TEAM_CHALLENGER, TEAM_CHAMPION)
         if number % per_poll == 0:
-            verdict = decide(wins, losses, ties, rule)
+            verdict = decide(wins, losses, ties, rule, p_value)
+            p_value = verdict.p_value
             if verdict.state != pb.EXPERIMENT_STATE_RUNNING:
-                # A false decision is a significant one: either side declared better (p < alpha).
-                return verdict.state if verdict.p_value < rule.alpha else pb.EXPERIMENT_STATE_STOPPED
-    return pb.EXPERIMENT_STATE_RUNNING
+                significant = verdict.p_value < rule.alpha
+                return (verdict.state if significant else pb.EXPERIMENT_STATE_STOPPED), number
+    return pb.EXPERIMENT_STATE_RUNNING, rule.max_sessions
 
 
 def median_of(values: list[int | None], cap: int) -> float:
@@ -132,7 +142,8 @@ def main() -> None:
     train, test = split_queries(dataset.queries, 0.2, args.seed)
     base_model, tuned_model = load_encoder(None), load_encoder(args.tuned)
     say(f"ranking {len(dataset.items)} items for {len(train)} train and {len(test)} test queries with both models ...")
-    base_test, tuned_test = ranked(base_model, dataset, test, 100), ranked(tuned_model, dataset, test, 100)
+    base_test, base = ranked(base_model, dataset, [(test, 100), (train, TOP_K)])
+    tuned_test, tuned = ranked(tuned_model, dataset, [(test, 100), (train, TOP_K)])
     relevant = [q.relevant for q in test]
     before, after = score_rankings(base_test, relevant), score_rankings(tuned_test, relevant)
     low, high = paired_bootstrap_ci(before["ndcg@10"], after["ndcg@10"], seed=args.seed)
@@ -140,22 +151,25 @@ def main() -> None:
                "ndcg10_gain_ci_low": low, "ndcg10_gain_ci_high": high}
     say(f"offline (test queries): nDCG@10 {offline['ndcg10_before']:.4f} -> {offline['ndcg10_after']:.4f} "
         f"(CI of the gain [{low:+.4f}, {high:+.4f}])")
-    base, tuned = ranked(base_model, dataset, train, TOP_K), ranked(tuned_model, dataset, train, TOP_K)
     max_grade = dataset.max_grade
 
-    interleaving, ab = [], []
+    rule = Rule(alpha=args.alpha)
+    interleaving, ab, by_rule, won = [], [], [], 0
     for repetition in range(args.repetitions):
         seed = 1000 + repetition
         interleaving.append(interleaving_sessions_to_decision(train, base, tuned, seed, max_grade, args.alpha,
                                                               args.step, args.cap))
         ab.append(ab_sessions_to_decision(train, base, tuned, seed, max_grade, args.alpha, args.step, args.cap))
-        say(f"repetition {repetition + 1}/{args.repetitions}: interleaving {interleaving[-1]}, A/B {ab[-1]}")
+        state, sessions = registry_decision(train, base, tuned, seed, max_grade, rule, args.sessions_per_poll)
+        by_rule.append(sessions)
+        won += state == pb.EXPERIMENT_STATE_CHALLENGER_WON
+        say(f"repetition {repetition + 1}/{args.repetitions}: interleaving {interleaving[-1]}, A/B {ab[-1]}, "
+            f"the registry's rule {pb.ExperimentState.Name(state)} after {sessions}")
     median_interleaving, median_ab = median_of(interleaving, args.cap), median_of(ab, args.cap)
 
-    rule = Rule(alpha=args.alpha)
     false_decisions = 0
     for repetition in range(args.aa_repetitions):
-        state = a_a_decision(train, base, 5000 + repetition, max_grade, rule, args.sessions_per_poll)
+        state, _ = registry_decision(train, base, base, 5000 + repetition, max_grade, rule, args.sessions_per_poll)
         false_decisions += state in (pb.EXPERIMENT_STATE_CHALLENGER_WON, pb.EXPERIMENT_STATE_CHAMPION_KEPT)
     share = false_decisions / args.aa_repetitions
     bound = args.alpha + 2 * math.sqrt(args.alpha * (1 - args.alpha) / args.aa_repetitions)
@@ -168,8 +182,10 @@ def main() -> None:
         f"  interleaving (team-draft, sign test): median {median_interleaving:.0f}  runs {interleaving}",
         f"  A/B split (clicks per session, Mann-Whitney U): median {median_ab:.0f}  runs {ab}",
         f"  A/B needs {median_ab / median_interleaving:.1f}x the sessions interleaving needs",
-        f"A/A (the base against itself), the registry's rule (alpha {rule.alpha}, horizon {rule.min_sessions} "
-        f"non-tied, max {rule.max_sessions}), a look every {args.sessions_per_poll} sessions: "
+        f"the registry's rule (mSPRT, alpha {rule.alpha}, min {rule.min_sessions} non-tied, max {rule.max_sessions}, "
+        f"a look every {args.sessions_per_poll}): promoted the tuned model in {won} of {args.repetitions} runs, "
+        f"median {statistics.median(by_rule):.0f} sessions  runs {by_rule}",
+        f"A/A (the base against itself), the registry's rule, a look every {args.sessions_per_poll} sessions: "
         f"{false_decisions} of {args.aa_repetitions} runs declared a winner ({share:.1%}; bound alpha + 2 SE = "
         f"{bound:.1%}: {'held' if share <= bound else 'NOT held'})",
         f"took {time.monotonic() - began:.0f} s",
@@ -180,6 +196,7 @@ def main() -> None:
         print(json.dumps({**offline, "interleaving_sessions": interleaving, "ab_sessions": ab,
                           "interleaving_median": median_interleaving, "ab_median": median_ab,
                           "ab_to_interleaving_ratio": median_ab / median_interleaving,
+                          "rule_sessions": by_rule, "rule_promoted": won,
                           "aa_false_decisions": false_decisions, "aa_repetitions": args.aa_repetitions,
                           "aa_share": share, "aa_bound": bound}))
 

@@ -257,6 +257,9 @@ def _report(before: dict, after: dict, seed: int, best: registry_pb2.ModelVersio
     promoted = not best.is_initial
     if promoted:
         lines.append(f"best model: {plugin!r} version {best.version} ({best.reason})")
+    elif chain.get("online_sessions"):
+        lines.append(f"version {chain['task_model_version']} won the held-out gate, and online "
+                     f"{chain['online_decision'].replace('_', ' ')}: the best stays version {best.version}")
     else:
         lines.append(f"no fine-tuned version beat the base model on the batch's held-out sessions ({best.reason})")
     lines.append(f"downloaded version {version} to {folder} (again: es model download {json.dumps(plugin)} "

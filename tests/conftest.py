@@ -11,6 +11,9 @@ from services.api.embedding_studio.v1 import clickstream_pb2_grpc
 from services.common.settings import Limits, Settings
 from tests.servers import InProcessService, NatsServer, PostgresDatabase, kill_leftover_services
 
+# The servers several suites share, as fixtures every test folder sees.
+pytest_plugins = ("tests.mlflow_server", "tests.s3_server")
+
 
 @pytest.fixture(autouse=True)
 def _no_service_outlives_its_test() -> Iterator[None]:

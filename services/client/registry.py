@@ -67,8 +67,16 @@ class RegistryClient(ServiceClient):
         return self._call("GetExperiment", pb.GetExperimentRequest(experiment_id=experiment_id)).experiment
 
     def list_versions(self, plugin: str) -> list[pb.ModelVersion]:
-        """Every version of the plugin, oldest first; `is_best` marks the one to serve."""
-        return list(self._call("ListModelVersions", pb.ListModelVersionsRequest(fine_tuning_method=plugin)).versions)
+        """Every version of the plugin, oldest first (all pages); `is_best` marks the one to serve."""
+        versions: list[pb.ModelVersion] = []
+        token = ""
+        while True:
+            page = self._call("ListModelVersions", pb.ListModelVersionsRequest(fine_tuning_method=plugin,
+                                                                               page_token=token))
+            versions.extend(page.versions)
+            token = page.next_page_token
+            if not token:
+                return versions
 
     def download(self, plugin: str, version: str = "", out: Path | None = None,
                  on_progress: Callable[[pb.ModelArchive, int], None] = lambda _archive, _received: None

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     experiment_alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of an online experiment's "
                                     "decision.")
     experiment_min_sessions: int = Field(200, ge=1, description=(
-        "Non-tied sessions at which an online experiment decides (one look at this horizon)."))
+        "Non-tied sessions an online experiment needs before it may decide."))
     experiment_max_sessions: int = Field(20_000, ge=1, description=(
         "Sessions, ties included, after which an undecided online experiment stops and the champion stays."))
     experiment_poll_s: float = Field(10.0, gt=0, description="Seconds between the registry's looks at the "

@@ -5,60 +5,39 @@ Acknowledged means committed: SQLite runs in WAL mode with synchronous=NORMAL (a
 killed process) and takes the write lock at BEGIN (BEGIN IMMEDIATE), so writers never deadlock on a
 lock upgrade; PostgreSQL runs with synchronous_commit on. Registrations and releases serialize on one
 row (`ingest_state`), which is what keeps session numbers gap-free and a release atomic under
-concurrent requests on either back-end.
+concurrent requests on either back-end. The tables and their upgrades are `schema.py`'s, the mapping of
+rows to messages `rows.py`'s, and the SQL plumbing (engines, savepoints, precompiled statements)
+`sql.py`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
-import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from google.protobuf import json_format, struct_pb2
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
     Connection,
-    CursorResult,
-    Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     and_,
     bindparam,
     case,
     create_engine,
     distinct,
-    event,
     func,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import events_pb2
 from services.common import nats as subjects
-from services.common.checks import parse_batch_id
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -67,89 +46,32 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
-
-T = TypeVar("T")
-
-# 2: sessions.experiment_id, and the experiments and experiment_results tables (online experiments).
-SCHEMA_VERSION = 2
-COLLECTING, RELEASED = "collecting", "released"
-
-metadata = MetaData()
-_id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
-
-ingest_state = Table(
-    "ingest_state", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("schema_version", Integer, nullable=False),
-    # Names this store in announcement ids, so that two stores (a reset one, a test one) sharing a
-    # NATS server never have their announcements dropped as each other's duplicates.
-    Column("store_id", String(64), nullable=False),
-    Column("collecting_batch", Integer, nullable=False),
+from services.ingest.rows import (
+    EVENT_COLUMNS,
+    batch_id_of,
+    batch_message,
+    batch_number,
+    check_shown,
+    event_rows_of,
+    registration_fingerprint,
+    session_message,
+    shown_ids,
+    struct_dict,
+    struct_json,
 )
-batches = Table(
-    "batches", metadata,
-    Column("number", Integer, primary_key=True, autoincrement=False),
-    Column("status", String(16), nullable=False),
-    Column("session_count", Integer, nullable=False),
-    Column("release_id", String(1024), unique=True),
-    Column("created_at", BigInteger, nullable=False),
-    Column("released_at", BigInteger),
+from services.ingest.schema import (
+    COLLECTING,
+    RELEASED,
+    batches,
+    events,
+    experiment_results,
+    experiments,
+    ingest_state,
+    migrate,
+    outbox,
+    sessions,
 )
-sessions = Table(
-    "sessions", metadata,
-    Column("session_id", String(1024), primary_key=True),
-    Column("batch_number", Integer, ForeignKey("batches.number"), nullable=False),
-    Column("session_number", Integer, nullable=False),
-    Column("search_query", Text, nullable=False),
-    Column("search_results", Text, nullable=False),  # JSON list of {object_id, rank, meta}
-    Column("search_meta", Text),  # JSON object or NULL
-    Column("user_id", String(1024), nullable=False),
-    Column("created_at", BigInteger, nullable=False),
-    Column("is_irrelevant", Boolean, nullable=False),
-    Column("fingerprint", String(64), nullable=False),
-    # The online experiment whose interleaved list the session showed; NULL outside one.
-    Column("experiment_id", String(1024)),
-    UniqueConstraint("batch_number", "session_number"),
-)
-_sessions_by_experiment = Index("sessions_by_experiment", sessions.c.experiment_id)
-# The experiments the registry announced (es.registry.experiment.started): sessions may name only these.
-experiments = Table(
-    "experiments", metadata,
-    Column("experiment_id", String(1024), primary_key=True),
-    Column("fine_tuning_method", String(1024), nullable=False),
-    Column("champion_version", String(64), nullable=False),
-    Column("challenger_version", String(64), nullable=False),
-    Column("started_at", BigInteger, nullable=False),
-)
-# Which team put each result of an experiment's session there, for counting its clicks in SQL (the
-# session's search_results JSON carries the teams too, for reading the session back).
-experiment_results = Table(
-    "experiment_results", metadata,
-    Column("session_id", String(1024), ForeignKey("sessions.session_id"), primary_key=True),
-    Column("object_id", String(1024), primary_key=True),
-    Column("team", Integer, nullable=False),
-)
-events = Table(
-    "events", metadata,
-    Column("id", _id, primary_key=True, autoincrement=True),  # arrival order
-    Column("session_id", String(1024), ForeignKey("sessions.session_id"), nullable=False),
-    Column("event_id", String(1024), nullable=False),
-    Column("object_id", String(1024), nullable=False),
-    Column("event_type", String(256), nullable=False),
-    Column("created_at", BigInteger, nullable=False),
-    Column("meta", Text),
-    UniqueConstraint("session_id", "event_id"),
-)
-outbox = Table(
-    "outbox", metadata,
-    Column("id", _id, primary_key=True, autoincrement=True),
-    Column("subject", String(256), nullable=False),
-    Column("msg_id", String(1024), nullable=False, unique=True),
-    Column("payload", LargeBinary, nullable=False),
-    Column("created_at", BigInteger, nullable=False),
-    Column("published_at", BigInteger),
-)
-Index("outbox_pending", outbox.c.published_at, outbox.c.id)
+from services.ingest.sql import DriverStatement, now_s, retrying_conflicts, savepoint, sqlite_engine
 
 # Statements built once: executing a prebuilt statement skips rebuilding the expression and its cache
 # key on every call (SQLAlchemy then finds the compiled SQL in its cache straight away).
@@ -195,57 +117,6 @@ def _experiment_counts() -> Any:
 _experiment_outcome = _experiment_counts()
 
 
-def batch_id_of(number: int) -> str:
-    return f"batch-{number}"
-
-
-def _batch_number(batch_id: str) -> int:
-    return parse_batch_id("batch_id", batch_id)
-
-
-def _struct_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    # MessageToDict costs microseconds even on an empty Struct, and most metas are empty.
-    return json_format.MessageToDict(value) if value.fields else {}
-
-
-def _struct_json(value: struct_pb2.Struct) -> str | None:
-    return json.dumps(json_format.MessageToDict(value), sort_keys=True, separators=(",", ":")) if value.fields else None
-
-
-def _fill_struct(target: struct_pb2.Struct, text: str | None) -> None:
-    if text:
-        target.update(json.loads(text))
-
-
-def _fingerprint(request: pb.RegisterSessionRequest) -> str:
-    """The content a retry must repeat: everything but the events and the irrelevant mark, which are
-    applied idempotently on their own. (Stored fingerprints depend on this exact form.)"""
-    in_experiment = bool(request.experiment_id)
-    content: dict[str, Any] = {
-        "q": request.search_query,
-        "r": [[r.object_id, r.rank, _struct_dict(r.meta), *([r.team] if in_experiment else [])]
-              for r in request.search_results],
-        "m": _struct_dict(request.search_meta),
-        "u": request.user_id,
-        "t": request.created_at,
-    }
-    if in_experiment:
-        content["x"] = request.experiment_id
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _batch(row: Any) -> pb.Batch:
-    return pb.Batch(
-        batch_id=batch_id_of(row.number),
-        number=row.number,
-        status=pb.BATCH_STATUS_COLLECTING if row.status == COLLECTING else pb.BATCH_STATUS_RELEASED,
-        session_count=row.session_count,
-        release_id=row.release_id or "",
-        created_at=row.created_at,
-        released_at=row.released_at or 0,
-    )
-
-
 @dataclass(frozen=True)
 class Registered:
     session: pb.Session | None  # the stored session; None where the caller asked for no copy (Ingest)
@@ -279,6 +150,8 @@ class OutboxMessage:
     payload: bytes
 
 
+
+
 class ClickstreamStore:
     """Blocking store API; the gRPC servicer calls it from worker threads."""
 
@@ -292,8 +165,8 @@ class ClickstreamStore:
             # SQLite has one writer at a time: with one pooled writer connection, concurrent writers queue
             # on the pool and start the moment it is free, instead of sleeping in SQLite's busy handler
             # (which backs off up to 100 ms a try). The busy timeout still covers other processes.
-            self._writer = _sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1, max_overflow=0)
-            self._reader = _sqlite_engine(url, begin="BEGIN", pool_size=5, max_overflow=10)
+            self._writer = sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1, max_overflow=0)
+            self._reader = sqlite_engine(url, begin="BEGIN", pool_size=5, max_overflow=10)
             dialect_insert = sqlite.insert
             self.single_writer = True
         elif self.dialect == "postgresql":
@@ -310,13 +183,13 @@ class ClickstreamStore:
             raise ValueError(f"ES_CLICKSTREAM_DB_URL: unsupported database '{self.dialect}' (use sqlite or postgresql)")
         # The statements of every registration and event write, compiled for this database once.
         dialect = self._writer.dialect
-        self._lock_state = _DriverStatement(_lock_state, dialect)
-        self._fingerprint_of = _DriverStatement(_fingerprint_of, dialect)
-        self._count_session = _DriverStatement(_count_session, dialect)
-        self._insert_session = _DriverStatement(_insert_session, dialect)
+        self._lock_state = DriverStatement(_lock_state, dialect)
+        self._fingerprint_of = DriverStatement(_fingerprint_of, dialect)
+        self._count_session = DriverStatement(_count_session, dialect)
+        self._insert_session = DriverStatement(_insert_session, dialect)
         # `inline`: no implicit RETURNING of the new ids; the row count says how many were new.
-        self._add_events = _DriverStatement(
-            dialect_insert(events).inline().values({name: bindparam(name) for name in _EVENT_COLUMNS})
+        self._add_events = DriverStatement(
+            dialect_insert(events).inline().values({name: bindparam(name) for name in EVENT_COLUMNS})
             .on_conflict_do_nothing(index_elements=["session_id", "event_id"]),
             dialect,
         )
@@ -331,21 +204,7 @@ class ClickstreamStore:
     def _migrate(self) -> None:
         try:
             with self._writer.begin() as conn:
-                metadata.create_all(conn)
-                state = conn.execute(select(ingest_state).with_for_update()).first()
-                if state is None:
-                    now = _now()
-                    conn.execute(batches.insert().values(number=1, status=COLLECTING, session_count=0,
-                                                         created_at=now))
-                    conn.execute(ingest_state.insert().values(id=1, schema_version=SCHEMA_VERSION,
-                                                              store_id=uuid.uuid4().hex, collecting_batch=1))
-                elif state.schema_version > SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"the clickstream database at {self.url} has schema version {state.schema_version}; "
-                        f"this build knows up to {SCHEMA_VERSION}: upgrade Embedding Studio"
-                    )
-                elif state.schema_version < 2:
-                    _add_experiment_column(conn)
+                migrate(conn, self.url, now_s())
         except OperationalError as error:
             raise Unavailable(f"clickstream database {self.url} is unavailable: {error.orig}") from error
 
@@ -363,17 +222,18 @@ class ClickstreamStore:
         outcomes: list[Registered | ServiceError] = []
         with self._write() as conn:
             for request in requests:
-                fingerprint = _fingerprint(request)
+                fingerprint = registration_fingerprint(request)
 
                 def attempt(request: pb.RegisterSessionRequest = request, fingerprint: str = fingerprint) -> Registered:
-                    with _savepoint(conn):
+                    with savepoint(conn):
                         return self._register(conn, request, fingerprint, now, respond=True)
 
                 try:
-                    outcomes.append(_retrying_conflicts(request.session_id, attempt))
+                    outcomes.append(retrying_conflicts(request.session_id, attempt))
                 except ServiceError as error:
                     outcomes.append(error)
-        self._remember({request.session_id: _shown(request) for request, outcome in zip(requests, outcomes, strict=True)
+        self._remember({request.session_id: shown_ids(request)
+                        for request, outcome in zip(requests, outcomes, strict=True)
                         if isinstance(outcome, Registered) and not outcome.duplicate})
         return outcomes
 
@@ -394,7 +254,7 @@ class ClickstreamStore:
             raise InvalidArgument("experiment_id", f"'{request.experiment_id}' is not an experiment the registry "
                                                    f"announced (RegistryService.GetServingPlan names the running one)")
         number = self._count_session(conn, {"batch": state.collecting_batch}).scalar_one()
-        results = [{"object_id": r.object_id, "rank": r.rank, "meta": _struct_dict(r.meta),
+        results = [{"object_id": r.object_id, "rank": r.rank, "meta": struct_dict(r.meta),
                     **({"team": r.team} if r.team else {})} for r in request.search_results]
         row = {
             "session_id": request.session_id,
@@ -402,7 +262,7 @@ class ClickstreamStore:
             "session_number": number,
             "search_query": request.search_query,
             "search_results": json.dumps(results, separators=(",", ":")),
-            "search_meta": _struct_json(request.search_meta),
+            "search_meta": struct_json(request.search_meta),
             "user_id": request.user_id,
             "created_at": request.created_at or now,
             "is_irrelevant": request.is_irrelevant,
@@ -414,15 +274,15 @@ class ClickstreamStore:
             conn.execute(experiment_results.insert(), [
                 {"session_id": request.session_id, "object_id": r.object_id, "team": r.team}
                 for r in request.search_results])
-        event_rows = _event_rows(request.session_id, request.events, now)
+        event_rows = event_rows_of(request.session_id, request.events, now)
         accepted = self._insert_rows(conn, event_rows)
         # A new session is exactly what was just written (its events are all new), so the reply is built
         # from the rows instead of read back.
-        return Registered(_session(row, results, event_rows) if respond else None, False, accepted)
+        return Registered(session_message(row, results, event_rows) if respond else None, False, accepted)
 
     def push_events(self, session_id: str, new_events: Sequence[pb.Event], now: int) -> tuple[int, int]:
         """Stores validated events of a known session; returns (accepted, duplicate)."""
-        _check_shown(self.shown_object_ids(session_id), new_events)
+        check_shown(self.shown_object_ids(session_id), new_events)
         with self._write() as conn:
             accepted = self._insert_events(conn, session_id, new_events, now)
         return accepted, len(new_events) - accepted
@@ -439,31 +299,31 @@ class ClickstreamStore:
             for message in messages:
                 key = message.session.session_id if message.HasField("session") else ""
                 try:
-                    applied = _retrying_conflicts(key, lambda m=message: self._apply_in_savepoint(conn, m, now,
+                    applied = retrying_conflicts(key, lambda m=message: self._apply_in_savepoint(conn, m, now,
                                                                                                   registered))
                 except ServiceError as error:
                     outcomes.append(error)
                     continue
                 outcomes.append(applied)
                 if applied.sessions_accepted:
-                    registered[key] = _shown(message.session)
+                    registered[key] = shown_ids(message.session)
         self._remember(registered)
         return outcomes
 
     def _apply_in_savepoint(self, conn: Connection, message: pb.IngestRequest, now: int,
                             registered: Mapping[str, frozenset[str]]) -> Applied:
-        with _savepoint(conn):
+        with savepoint(conn):
             kind = message.WhichOneof("item")
             if kind == "session":
                 request = message.session
-                result = self._register(conn, request, _fingerprint(request), now, respond=False)
+                result = self._register(conn, request, registration_fingerprint(request), now, respond=False)
                 return Applied(sessions_accepted=int(not result.duplicate), sessions_duplicate=int(result.duplicate),
                                events_accepted=result.events_accepted,
                                events_duplicate=len(request.events) - result.events_accepted)
             if kind == "events":
                 session_id, new_events = message.events.session_id, message.events.events
                 shown = registered.get(session_id)
-                _check_shown(shown if shown is not None else self._shown_with(conn, session_id), new_events)
+                check_shown(shown if shown is not None else self._shown_with(conn, session_id), new_events)
                 accepted = self._insert_events(conn, session_id, new_events, now)
                 return Applied(events_accepted=accepted, events_duplicate=len(new_events) - accepted)
             if not self._mark(conn, message.irrelevant.session_id):
@@ -499,7 +359,7 @@ class ClickstreamStore:
                 self._shown.popitem(last=False)
 
     def _insert_events(self, conn: Connection, session_id: str, new_events: Sequence[pb.Event], now: int) -> int:
-        return self._insert_rows(conn, _event_rows(session_id, new_events, now))
+        return self._insert_rows(conn, event_rows_of(session_id, new_events, now))
 
     def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
         if not rows:
@@ -526,20 +386,20 @@ class ClickstreamStore:
         if row is None:
             raise NotFound(f"session '{session_id}' does not exist")
         event_rows = conn.execute(_session_events, {"sid": session_id}).all()
-        return _session(row._mapping, json.loads(row.search_results), [e._mapping for e in event_rows])
+        return session_message(row._mapping, json.loads(row.search_results), [e._mapping for e in event_rows])
 
     # --- batches ------------------------------------------------------------------------------------
 
     def get_batch(self, batch_id: str) -> pb.Batch:
         with self._reader.begin() as conn:
             if batch_id:
-                number = _batch_number(batch_id)
+                number = batch_number(batch_id)
             else:
                 number = conn.execute(select(ingest_state.c.collecting_batch)).scalar_one()
             row = conn.execute(select(batches).where(batches.c.number == number)).first()
         if row is None:
             raise NotFound(f"batch '{batch_id}' does not exist")
-        return _batch(row)
+        return batch_message(row)
 
     def release_batch(self, release_id: str, now: int) -> ReleaseResult:
         """Closes the collecting batch and opens the next, idempotently on `release_id`; the
@@ -549,7 +409,7 @@ class ClickstreamStore:
             done = conn.execute(select(batches).where(batches.c.release_id == release_id)).first()
             if done is not None:
                 following = conn.execute(select(batches).where(batches.c.number == done.number + 1)).one()
-                return ReleaseResult(_batch(done), _batch(following), True)
+                return ReleaseResult(batch_message(done), batch_message(following), True)
             current = conn.execute(select(batches).where(batches.c.number == state.collecting_batch)).one()
             if current.session_count == 0:
                 raise FailedPrecondition(f"batch '{batch_id_of(current.number)}' has no sessions to release")
@@ -559,8 +419,8 @@ class ClickstreamStore:
             conn.execute(batches.insert().values(number=following_number, status=COLLECTING, session_count=0,
                                                  created_at=now))
             conn.execute(update(ingest_state).where(ingest_state.c.id == 1).values(collecting_batch=following_number))
-            released = _batch(conn.execute(select(batches).where(batches.c.number == current.number)).one())
-            following = _batch(conn.execute(select(batches).where(batches.c.number == following_number)).one())
+            released = batch_message(conn.execute(select(batches).where(batches.c.number == current.number)).one())
+            following = batch_message(conn.execute(select(batches).where(batches.c.number == following_number)).one())
             conn.execute(outbox.insert().values(
                 subject=subjects.BATCH_RELEASED,
                 msg_id=f"batch-released:{state.store_id}:{released.batch_id}",
@@ -571,7 +431,7 @@ class ClickstreamStore:
 
     def iter_batch_sessions(self, batch_id: str, after_number: int, page_size: int = 500) -> Iterator[list[pb.Session]]:
         """Pages of the batch's sessions with their events, in session_number order."""
-        number = _batch_number(batch_id)
+        number = batch_number(batch_id)
         with self._reader.connect() as conn:
             if conn.execute(select(batches.c.number).where(batches.c.number == number)).first() is None:
                 raise NotFound(f"batch '{batch_id}' does not exist")
@@ -590,7 +450,7 @@ class ClickstreamStore:
                     select(events).where(events.c.session_id.in_(list(by_session))).order_by(events.c.id)
                 ):
                     by_session[event_row.session_id].append(event_row)
-            yield [_session(row._mapping, json.loads(row.search_results),
+            yield [session_message(row._mapping, json.loads(row.search_results),
                             [e._mapping for e in by_session[row.session_id]]) for row in rows]
             cursor = rows[-1].session_number
 
@@ -634,135 +494,3 @@ class ClickstreamStore:
     def _write(self) -> Any:
         return self._writer.begin()
 
-
-def _session(row: Mapping[str, Any], results: Iterable[Mapping[str, Any]],
-             event_rows: Iterable[Mapping[str, Any]]) -> pb.Session:
-    """A session message from its stored row, its decoded results and its event rows."""
-    session = pb.Session(
-        session_id=row["session_id"],
-        search_query=row["search_query"],
-        user_id=row["user_id"],
-        created_at=row["created_at"],
-        is_irrelevant=row["is_irrelevant"],
-        batch_id=batch_id_of(row["batch_number"]),
-        session_number=row["session_number"],
-        experiment_id=row.get("experiment_id") or "",
-    )
-    _fill_struct(session.search_meta, row["search_meta"])
-    for result in results:
-        item = session.search_results.add(object_id=result["object_id"], rank=result["rank"],
-                                          team=result.get("team", pb.TEAM_UNSPECIFIED))
-        if result["meta"]:
-            item.meta.update(result["meta"])
-    for e in event_rows:
-        item = session.events.add(event_id=e["event_id"], object_id=e["object_id"], event_type=e["event_type"],
-                                  created_at=e["created_at"])
-        _fill_struct(item.meta, e["meta"])
-    return session
-
-
-_EVENT_COLUMNS = ("session_id", "event_id", "object_id", "event_type", "created_at", "meta")
-
-
-def _event_rows(session_id: str, new_events: Sequence[pb.Event], now: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "session_id": session_id,
-            "event_id": e.event_id,
-            "object_id": e.object_id,
-            "event_type": e.event_type or "click",
-            "created_at": e.created_at or now,
-            "meta": _struct_json(e.meta),
-        }
-        for e in new_events
-    ]
-
-
-def _add_experiment_column(conn: Connection) -> None:
-    """Schema 1 -> 2 (under the state row's lock, so concurrent ingest processes upgrade once): the
-    sessions table gains experiment_id and its index; create_all made the new tables."""
-    if "experiment_id" not in {column["name"] for column in inspect(conn).get_columns("sessions")}:
-        conn.execute(text("ALTER TABLE sessions ADD COLUMN experiment_id VARCHAR(1024)"))
-    _sessions_by_experiment.create(conn, checkfirst=True)
-    conn.execute(update(ingest_state).where(ingest_state.c.id == 1).values(schema_version=SCHEMA_VERSION))
-
-
-def _shown(request: pb.RegisterSessionRequest) -> frozenset[str]:
-    return frozenset(r.object_id for r in request.search_results)
-
-
-def _check_shown(shown: frozenset[str], new_events: Sequence[pb.Event]) -> None:
-    for i, item in enumerate(new_events):
-        if item.object_id not in shown:
-            raise InvalidArgument(f"events[{i}].object_id",
-                                  f"'{item.object_id}' is not among the session's search_results")
-
-
-def _retrying_conflicts(session_id: str, attempt: Callable[[], T]) -> T:
-    for _ in range(3):
-        try:
-            return attempt()
-        except IntegrityError:
-            continue  # lost a race with another writer: the next pass sees what it stored
-    raise Unavailable(f"session '{session_id}': the store kept conflicting; retry")
-
-
-@contextmanager
-def _savepoint(conn: Connection) -> Iterator[None]:
-    """A savepoint around one request or message of a shared transaction, issued through the driver:
-    `Connection.begin_nested()` compiles its SAVEPOINT clause anew on every call (a seventh of a grouped
-    registration's CPU). Savepoints here never nest, so one name serves them all."""
-    conn.exec_driver_sql("SAVEPOINT ingest_item")
-    try:
-        yield
-    except BaseException:
-        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT ingest_item")
-        raise
-    conn.exec_driver_sql("RELEASE SAVEPOINT ingest_item")
-
-
-class _DriverStatement:
-    """A hot write statement compiled once for the store's dialect and run through `exec_driver_sql`,
-    which skips SQLAlchemy's per-execution compiled-cache lookup and parameter and result processing
-    (a third of a registration's CPU). Only for statements whose values need no type conversion."""
-
-    def __init__(self, statement: Any, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self._sql = str(compiled)
-        self._literals = compiled.params  # values the statement carries itself (`session_count + 1`)
-        self._order = compiled.positiontup if compiled.positional else None
-
-    def _bind(self, params: Mapping[str, Any]) -> Any:
-        values = {**self._literals, **params}
-        return tuple(values[name] for name in self._order) if self._order is not None else values
-
-    def __call__(self, conn: Connection, params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
-        return conn.exec_driver_sql(self._sql, self._bind(params or {}))
-
-    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> CursorResult[Any]:
-        return conn.exec_driver_sql(self._sql, [self._bind(row) for row in rows])
-
-
-def _sqlite_engine(url: str, begin: str, pool_size: int, max_overflow: int) -> Engine:
-    engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=60,
-                           connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN itself
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
-
-    return engine
-
-
-def _now() -> int:
-    return int(time.time())

@@ -41,13 +41,24 @@ def _call(rpc: str, request: object) -> object:
             raise rpc_failed(error, settings.registry_addr, "ES_REGISTRY_ADDR") from error
 
 
+def _every(rpc: str, request: object, field: str) -> list:
+    """Every item of a paged list RPC, page after page."""
+    items: list = []
+    while True:
+        page = _call(rpc, request)
+        items.extend(getattr(page, field))
+        if not page.next_page_token:
+            return items
+        request.page_token = page.next_page_token  # type: ignore[attr-defined]
+
+
 @app.command("list")
 def list_versions(
     plugin: Annotated[str, typer.Argument(help="The plugin's name (its meta.name).")],
     as_json: JsonOption = False,
 ) -> None:
     """List a plugin's model versions, oldest first, with their held-out scores; the best is marked."""
-    versions = _call("ListModelVersions", pb.ListModelVersionsRequest(fine_tuning_method=plugin)).versions
+    versions = _every("ListModelVersions", pb.ListModelVersionsRequest(fine_tuning_method=plugin), "versions")
     lines = [f"{'*' if v.is_best else ' '} version {v.version}: "
              + ("initial model" if v.is_initial else f"batch {v.batch_id}, {_scores_line(v.scores)}")
              for v in versions]
@@ -74,7 +85,7 @@ def list_iterations(
     as_json: JsonOption = False,
 ) -> None:
     """List a plugin's iterations with their runs."""
-    iterations = _call("ListIterations", pb.ListIterationsRequest(fine_tuning_method=plugin)).iterations
+    iterations = _every("ListIterations", pb.ListIterationsRequest(fine_tuning_method=plugin), "iterations")
     lines = [line for iteration in iterations for line in _iteration_lines(iteration)]
     emit({"iterations": [as_dict(i) for i in iterations]}, as_json, lines or [f"{plugin} has no iterations"])
 
@@ -103,7 +114,7 @@ def list_experiments(
     as_json: JsonOption = False,
 ) -> None:
     """List a plugin's online experiments, oldest first, with their counts and decisions."""
-    experiments = _call("ListExperiments", pb.ListExperimentsRequest(fine_tuning_method=plugin)).experiments
+    experiments = _every("ListExperiments", pb.ListExperimentsRequest(fine_tuning_method=plugin), "experiments")
     emit({"experiments": [as_dict(e) for e in experiments]}, as_json,
          [experiment_line(e) for e in experiments] or [f"{plugin} has no online experiments"])
 

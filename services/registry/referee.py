@@ -1,6 +1,7 @@
 """The referee of online experiments: every ES_EXPERIMENT_POLL_S it asks ingest for each running
 experiment's counts (ClickstreamService.GetExperimentOutcome: ingest owns the clickstream), applies the
-decision rule the experiment started with (`experiments.decide`) and records the counts and, once the
+decision rule the experiment started with (`experiments.decide`, carrying its always-valid p-value from
+look to look) and records the counts and, once the
 rule decides, the decision, under the lock every registry replica takes before it moves a plugin's
 aliases; a replica that finds the experiment decided by another leaves it."""
 
@@ -66,7 +67,7 @@ class ExperimentReferee:
                             code=error.code().name, error=error.details())
                 continue
             rule = Rule(experiment.alpha, experiment.min_sessions, experiment.max_sessions)
-            verdict = decide(outcome.wins, outcome.losses, outcome.ties, rule)
+            verdict = decide(outcome.wins, outcome.losses, outcome.ties, rule, previous_p=experiment.p_value or 1.0)
             recorded, moved = await under_champion_lock(
                 self._lock, experiment.fine_tuning_method,
                 lambda e=experiment, o=outcome, v=verdict: asyncio.to_thread(

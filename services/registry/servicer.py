@@ -22,6 +22,7 @@ from services.common.checks import check_id, check_run_id, check_token, parse_ba
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.lease_lock import LeaseLock, LockUnavailable
 from services.common.logging import get_logger
+from services.common.paging import page_request
 from services.common.settings import Limits
 from services.registry.experiments import parse_experiment_id
 from services.registry.store import ModelStore, is_missing
@@ -114,14 +115,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListModelVersions(self, request: pb.ListModelVersionsRequest, context: grpc.aio.ServicerContext
                                 ) -> pb.ListModelVersionsResponse:
         self._check_id("fine_tuning_method", request.fine_tuning_method)
-        versions = await self._run(self._store.versions, request.fine_tuning_method)
-        return pb.ListModelVersionsResponse(versions=versions)
+        paging = page_request(request.page_size, request.page_token, "ListModelVersionsResponse")
+        versions, next_token = paging.cut(await self._run(self._store.versions, request.fine_tuning_method))
+        return pb.ListModelVersionsResponse(versions=versions, next_page_token=next_token)
 
     async def ListIterations(self, request: pb.ListIterationsRequest, context: grpc.aio.ServicerContext
                              ) -> pb.ListIterationsResponse:
         self._check_id("fine_tuning_method", request.fine_tuning_method)
-        iterations = await self._run(self._store.iterations, request.fine_tuning_method)
-        return pb.ListIterationsResponse(iterations=iterations)
+        paging = page_request(request.page_size, request.page_token, "ListIterationsResponse")
+        iterations, next_token = paging.cut(await self._run(self._store.iterations, request.fine_tuning_method))
+        return pb.ListIterationsResponse(iterations=iterations, next_page_token=next_token)
 
     async def GetIteration(self, request: pb.GetIterationRequest, context: grpc.aio.ServicerContext
                            ) -> pb.GetIterationResponse:
@@ -199,5 +202,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListExperiments(self, request: pb.ListExperimentsRequest, context: grpc.aio.ServicerContext
                               ) -> pb.ListExperimentsResponse:
         self._check_id("fine_tuning_method", request.fine_tuning_method)
-        experiments = await self._run(self._store.experiments, request.fine_tuning_method)
-        return pb.ListExperimentsResponse(experiments=experiments)
+        paging = page_request(request.page_size, request.page_token, "ListExperimentsResponse")
+        experiments, next_token = paging.cut(await self._run(self._store.experiments, request.fine_tuning_method))
+        return pb.ListExperimentsResponse(experiments=experiments, next_page_token=next_token)

@@ -483,7 +483,8 @@ class ModelStore:
             experiment_id=experiment_id(plugin, challenger), fine_tuning_method=plugin, champion_version=champion,
             challenger_version=challenger, state=pb.EXPERIMENT_STATE_RUNNING, alpha=rule.alpha,
             min_sessions=rule.min_sessions, max_sessions=rule.max_sessions, started_at=int(time.time()), p_value=1.0,
-            reason=f"running: 0 of {rule.min_sessions} non-tied sessions needed")
+            reason=f"running: no session counted yet (at least {rule.min_sessions} non-tied ones and p < alpha "
+                   f"{rule.alpha} decide)")
         self._client.set_registered_model_alias(name, CHALLENGER_ALIAS, challenger)
         self._client.set_model_version_tag(name, challenger, TAG_EXPERIMENT, _experiment_json(experiment))
         return experiment

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from services.api.embedding_studio.v1 import clickstream_pb2, clickstream_pb2_grpc, trainer_pb2_grpc
 from services.api.embedding_studio.v1 import trainer_pb2 as pb
 from services.client.calls import dependency_failed
-from services.common.checks import check_id, check_meta, check_token, parse_batch_id, parse_number
+from services.common.checks import check_id, check_meta, check_token, parse_batch_id
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -24,14 +24,13 @@ from services.common.errors import (
     ServiceError,
 )
 from services.common.logging import get_logger
+from services.common.paging import page_request
 from services.common.settings import Limits
 from services.trainer.runner import TaskRunner
 from services.trainer.tasks import LEGACY_MAX_EVALS_KEY, MAX_TRIALS, TERMINAL, TaskRecord, TaskStore, now_s
 
 log = get_logger("trainer")
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 def _status_name(status: int) -> str:
@@ -146,22 +145,15 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
                         ) -> pb.ListTasksResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"is {request.page_size}; it lies in 0..{MAX_PAGE_SIZE} "
-                                               f"(0 means {DEFAULT_PAGE_SIZE})")
+        paging = page_request(request.page_size, request.page_token, "ListTasksResponse")
         if request.status not in pb.TaskStatus.values():
             raise InvalidArgument("status", f"{request.status} is not a TaskStatus")
-        offset = 0
-        if request.page_token:
-            offset = parse_number("page_token", request.page_token, "a token a ListTasksResponse gave")
         tasks = [r.task for r in await self._store.all()
                  if (not request.fine_tuning_method or r.task.fine_tuning_method == request.fine_tuning_method)
                  and (not request.status or r.task.status == request.status)]
         tasks.sort(key=lambda t: (-t.created_at, t.task_id))
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        page = tasks[offset:offset + size]
-        more = offset + size < len(tasks)
-        return pb.ListTasksResponse(tasks=page, next_page_token=str(offset + size) if more else "")
+        page, next_token = paging.cut(tasks)
+        return pb.ListTasksResponse(tasks=page, next_page_token=next_token)
 
     async def CancelTask(self, request: pb.CancelTaskRequest, context: grpc.aio.ServicerContext
                          ) -> pb.CancelTaskResponse:

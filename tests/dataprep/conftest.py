@@ -12,7 +12,6 @@ import pytest
 
 from services.api.embedding_studio.v1 import dataprep_pb2_grpc
 from services.common.settings import Limits, Settings
-from tests.s3_server import s3, s3_server  # noqa: F401 - the fixtures, for this folder's tests
 from tests.servers import InProcessService, NatsServer
 
 PLUGINS = Path(__file__).parent / "plugins"

@@ -8,7 +8,6 @@ from sentence_transformers import SentenceTransformer
 
 from services.fine_tuning.training.models import TextToImageCLIPModel, TextToTextModel
 from tests.fine_tuning.clip_helpers import save_tiny_clip
-from tests.s3_server import s3, s3_server  # noqa: F401 - the fixtures, for this folder's tests
 
 
 @pytest.fixture(scope="session")

@@ -13,17 +13,17 @@ from mlflow import MlflowClient
 from services.api.embedding_studio.v1 import registry_pb2_grpc
 from services.common.settings import Limits, Settings
 from tests.conftest import make_settings
-from tests.mlflow_server import MlflowServer, mlflow_server  # noqa: F401 - the fixture, shared with other suites
+from tests.mlflow_server import MlflowServer
 from tests.servers import InProcessService, NatsServer
 
 
 @pytest.fixture
-def mlflow_client(mlflow_server: MlflowServer) -> MlflowClient:  # noqa: F811 - pytest passes the fixture
+def mlflow_client(mlflow_server: MlflowServer) -> MlflowClient:
     return MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
 
 
 @pytest.fixture
-def registry_settings(tmp_path: Path, mlflow_server: MlflowServer,  # noqa: F811 - pytest passes the fixture
+def registry_settings(tmp_path: Path, mlflow_server: MlflowServer,
                       nats_server: NatsServer) -> Settings:
     return make_settings(tmp_path, mlflow_tracking_uri=mlflow_server.url, nats_url=nats_server.url)
 

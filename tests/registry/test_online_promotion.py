@@ -70,7 +70,7 @@ class OnlineStack:
                  limit: int = 400) -> int:
         """Searches until the experiment is decided (the serving plan drops the challenger); returns how many."""
         for i in range(limit):
-            if not self.search(plugin, f"session-{i}", clicks if i % 10 else lambda results: []):
+            if not self.search(plugin, f"{plugin}/session-{i}", clicks if i % 10 else lambda results: []):
                 return i
         return limit
 
@@ -143,7 +143,7 @@ def test_a_held_out_winner_is_promoted_only_after_it_wins_online(online: OnlineS
 
     # Sessions that arrive after the decision are stored and not counted.
     online.ingest.RegisterSession(cpb.RegisterSessionRequest(
-        session_id="late", search_query="q", experiment_id=submitted.experiment_id,
+        session_id=f"{plugin}/late", search_query="q", experiment_id=submitted.experiment_id,
         search_results=[cpb.SearchResult(object_id="old-0", team=cpb.TEAM_CHAMPION)],
         events=[cpb.Event(event_id="c", object_id="old-0")]))
     time.sleep(1)

@@ -183,6 +183,20 @@ def test_model_versions_list_every_version_with_its_decision(registry, mlflow_cl
     assert versions[2].batch_id == "batch-2" and versions[2].compared_version == "2"
     assert all(v.created_at > 0 and v.sha256 for v in versions)
 
+    # The list pages like ListTasks: page_size, then the token of the next page until there is none.
+    first = registry.ListModelVersions(pb.ListModelVersionsRequest(fine_tuning_method=plugin, page_size=2))
+    assert [v.version for v in first.versions] == ["1", "2"] and first.next_page_token
+    rest = registry.ListModelVersions(pb.ListModelVersionsRequest(fine_tuning_method=plugin, page_size=2,
+                                                                  page_token=first.next_page_token))
+    assert [v.version for v in rest.versions] == ["3"] and rest.next_page_token == ""
+    for field, request in (("page_size", pb.ListModelVersionsRequest(fine_tuning_method=plugin, page_size=1001)),
+                           ("page_size", pb.ListIterationsRequest(fine_tuning_method=plugin, page_size=-1)),
+                           ("page_token", pb.ListExperimentsRequest(fine_tuning_method=plugin, page_token="x"))):
+        rpc = {pb.ListModelVersionsRequest: registry.ListModelVersions, pb.ListIterationsRequest:
+               registry.ListIterations, pb.ListExperimentsRequest: registry.ListExperiments}[type(request)]
+        error = rpc_error(lambda rpc=rpc, request=request: rpc(request))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and field_violation(error).field == field
+
 
 def test_iterations_list_each_batch_with_its_runs_params_and_metrics(registry, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()

@@ -25,7 +25,7 @@ from services.api.embedding_studio.v1 import (
 from services.common.settings import Limits, Settings
 from services.evaluation.datasets import EvalDataset, bbc_news
 from services.evaluation.simulation import register_request, simulate_sessions, split_queries
-from tests.mlflow_server import MlflowServer, mlflow_server  # noqa: F401 - the session's MLflow server
+from tests.mlflow_server import MlflowServer
 from tests.servers import InProcessService, NatsServer, ServiceProcess
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -86,7 +86,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer,  # noqa: F811 - the fixture
+def stack(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer,
           tiny_model_dir: Path) -> Iterator[Stack]:
     from services.dataprep.main import start as start_dataprep
     from services.ingest.main import start as start_ingest

@@ -111,16 +111,22 @@ class GetBestModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
 
 class ListModelVersionsRequest(_message.Message):
-    __slots__ = ("fine_tuning_method",)
+    __slots__ = ("fine_tuning_method", "page_size", "page_token")
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     fine_tuning_method: str
-    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListModelVersionsResponse(_message.Message):
-    __slots__ = ("versions",)
+    __slots__ = ("versions", "next_page_token")
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
-    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "status", "params", "metrics")
@@ -163,16 +169,22 @@ class Iteration(_message.Message):
     def __init__(self, iteration_id: _Optional[str] = ..., name: _Optional[str] = ..., fine_tuning_method: _Optional[str] = ..., batch_id: _Optional[str] = ..., runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ...) -> None: ...
 
 class ListIterationsRequest(_message.Message):
-    __slots__ = ("fine_tuning_method",)
+    __slots__ = ("fine_tuning_method", "page_size", "page_token")
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     fine_tuning_method: str
-    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListIterationsResponse(_message.Message):
-    __slots__ = ("iterations",)
+    __slots__ = ("iterations", "next_page_token")
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     iterations: _containers.RepeatedCompositeFieldContainer[Iteration]
-    def __init__(self, iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, iterations: _Optional[_Iterable[_Union[Iteration, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetIterationRequest(_message.Message):
     __slots__ = ("iteration_id",)
@@ -339,13 +351,19 @@ class GetExperimentResponse(_message.Message):
     def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
 
 class ListExperimentsRequest(_message.Message):
-    __slots__ = ("fine_tuning_method",)
+    __slots__ = ("fine_tuning_method", "page_size", "page_token")
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     fine_tuning_method: str
-    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListExperimentsResponse(_message.Message):
-    __slots__ = ("experiments",)
+    __slots__ = ("experiments", "next_page_token")
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
-    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -10,10 +10,10 @@ seed); its offline gain on the test queries is printed first.
 - Sensitivity, over `--repetitions` seeded runs each: interleaving shows every search the merged list
   and counts sessions won by each model (team-draft credit); A/B sends each search to one model by a fair
   coin and compares the clicks per session of the two arms (two-sided Mann-Whitney U). Sessions to
-  decision = the first multiple of `--step` at which a fixed-sample test's p < alpha (the sign test for
-  interleaving): a measure of sensitivity only, the same for both (the registry decides with the
-  sequential rule below, which needs more sessions to stay valid under its looks). Printed: each
-  method's median and the ratio.
+  decision = the first multiple of `--step` from which a fixed-sample test (the sign test for
+  interleaving) stays at p < alpha at every later look up to `--cap`: a measure of sensitivity, the same
+  for both (the registry decides with its sequential rule, also measured, which needs more sessions to
+  stay valid under its looks). Printed: each method's median and the ratio.
 - A/A, over `--aa-repetitions` runs: the base against itself, interleaved, decided by
   `services.registry.experiments.decide` with the registry's defaults, looked at every
   `--sessions-per-poll` sessions; the share of runs that declare either side the winner must stay at or
@@ -52,7 +52,7 @@ from services.evaluation.simulation import split_queries  # noqa: E402
 from services.registry.experiments import Rule, decide  # noqa: E402
 
 TOP_K = 20
-EXPERIMENT = "exp-0000000000-2"
+EXPERIMENT = "exp-0000000000-2-00000000"
 
 
 def say(message: str) -> None:
@@ -69,31 +69,47 @@ def ranked(model, dataset: EvalDataset, query_sets: list[tuple[list, int]]) -> l
     return rankings
 
 
+class StableSignificance:
+    """The first look from which a fixed-sample test stays significant at every later look up to the cap
+    (the first look below alpha alone would count early chance hits, which repeated looks make common)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.since: int | None = None
+
+    def look(self, number: int, p_value: float) -> None:
+        if p_value >= self.alpha:
+            self.since = None
+        elif self.since is None:
+            self.since = number
+
+
 def interleaving_sessions_to_decision(train, base, tuned, seed: int, max_grade: int, alpha: float, step: int,
                                       cap: int) -> int | None:
     wins = losses = 0
+    stable = StableSignificance(alpha)
     for number, session in enumerate(interleaved_sessions(train, base, tuned, EXPERIMENT, cap, seed, max_grade,
                                                           TOP_K), start=1):
         winner = session.winner
         wins += winner == TEAM_CHALLENGER
         losses += winner == TEAM_CHAMPION
-        if number % step == 0 and wins + losses and binomtest(wins, wins + losses).pvalue < alpha:
-            return number
-    return None
+        if number % step == 0:
+            stable.look(number, binomtest(wins, wins + losses).pvalue if wins + losses else 1.0)
+    return stable.since
 
 
 def ab_sessions_to_decision(train, base, tuned, seed: int, max_grade: int, alpha: float, step: int,
                             cap: int) -> int | None:
     rng = random.Random(seed)
     arms: dict[bool, list[int]] = {False: [], True: []}
+    stable = StableSignificance(alpha)
     for number in range(1, cap + 1):
         q = rng.randrange(len(train))
         to_tuned = rng.random() < 0.5
         arms[to_tuned].append(len(clicks((tuned if to_tuned else base)[q], train[q], max_grade, rng)))
-        if (number % step == 0 and arms[False] and arms[True]
-                and mannwhitneyu(arms[True], arms[False], alternative="two-sided").pvalue < alpha):
-            return number
-    return None
+        if number % step == 0 and arms[False] and arms[True]:
+            stable.look(number, mannwhitneyu(arms[True], arms[False], alternative="two-sided").pvalue)
+    return stable.since
 
 
 def registry_decision(train, champion, challenger, seed: int, max_grade: int, rule: Rule, per_poll: int
@@ -171,8 +187,8 @@ def main() -> None:
     for repetition in range(args.aa_repetitions):
         state, _ = registry_decision(train, base, base, 5000 + repetition, max_grade, rule, args.sessions_per_poll)
         false_decisions += state in (pb.EXPERIMENT_STATE_CHALLENGER_WON, pb.EXPERIMENT_STATE_CHAMPION_KEPT)
-    share = false_decisions / args.aa_repetitions
-    bound = args.alpha + 2 * math.sqrt(args.alpha * (1 - args.alpha) / args.aa_repetitions)
+    share = false_decisions / max(args.aa_repetitions, 1)
+    bound = args.alpha + 2 * math.sqrt(args.alpha * (1 - args.alpha) / max(args.aa_repetitions, 1))
 
     lines = [
         f"offline gain of the tuned model: nDCG@10 {offline['ndcg10_before']:.4f} -> {offline['ndcg10_after']:.4f} "

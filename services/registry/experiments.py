@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import uuid
 from dataclasses import dataclass
 
 from scipy.special import betaln
 
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 
-_ID = re.compile(r"exp-([0-9a-f]{10})-([1-9][0-9]*)")
+_ID = re.compile(r"exp-([0-9a-f]{10})-([1-9][0-9]*)-[0-9a-f]{8}")
 
 
 def plugin_key(plugin: str) -> str:
@@ -32,8 +33,10 @@ def plugin_key(plugin: str) -> str:
 
 
 def experiment_id(plugin: str, challenger_version: str) -> str:
-    """The id of the experiment that tries `challenger_version` of `plugin`: one per version."""
-    return f"exp-{plugin_key(plugin)}-{challenger_version}"
+    """A new id for an experiment that tries `challenger_version` of `plugin`: the plugin's key and the
+    version (so the registry finds it), and 8 random hex digits, so that an MLflow store started afresh
+    never reuses an id whose sessions an ingest database still holds."""
+    return f"exp-{plugin_key(plugin)}-{challenger_version}-{uuid.uuid4().hex[:8]}"
 
 
 def parse_experiment_id(value: str) -> tuple[str, str] | None:

@@ -40,7 +40,8 @@ def _version_number(field: str, value: str) -> None:
 
 def _experiment_id(field: str, value: str) -> None:
     if parse_experiment_id(value) is None:
-        raise InvalidArgument(field, f"{value!r} is not an experiment id (exp-<10 hex digits>-<version>)")
+        raise InvalidArgument(field, f"{value!r} is not an experiment id "
+                                     "(exp-<10 hex digits>-<version>-<8 hex digits>)")
 
 
 # What each id field of the registry's requests must look like, beyond being there and short enough.

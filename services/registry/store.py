@@ -501,7 +501,7 @@ class ModelStore:
         parsed = parse_experiment_id(experiment_id_)
         if parsed is None:
             raise InvalidArgument("experiment_id", f"{experiment_id_!r} is not an experiment id "
-                                                   "(exp-<10 hex digits>-<version>)")
+                                                   "(exp-<10 hex digits>-<version>-<8 hex digits>)")
         plugin = self._plugin_of_key(parsed[0])
         if plugin is not None:
             name = self._model_name(plugin)

@@ -27,7 +27,7 @@ CHAMPION, CHALLENGER = pb.TEAM_CHAMPION, pb.TEAM_CHALLENGER
 
 def announce(nats_url: str, ingest) -> str:
     """Announces a fresh experiment as the registry does and waits until ingest knows it."""
-    experiment_id = f"exp-{uuid.uuid4().hex[:10]}-2"
+    experiment_id = f"exp-{uuid.uuid4().hex[:10]}-2-{uuid.uuid4().hex[:8]}"
     started = events_pb2.ExperimentStarted(experiment=registry_pb.Experiment(
         experiment_id=experiment_id, fine_tuning_method="plugin", champion_version="1", challenger_version="2",
         state=registry_pb.EXPERIMENT_STATE_RUNNING, started_at=int(time.time())))
@@ -90,7 +90,7 @@ def test_bad_experiment_input_is_invalid_argument_naming_the_field_and_stores_no
     experiment_id = announce(nats_server.url, ingest)
     teams = [CHALLENGER, CHAMPION]
     cases = {
-        "experiment_id": interleaved("s1", "exp-0000000000-9", teams),
+        "experiment_id": interleaved("s1", "exp-0000000000-9-0badc0de", teams),
         "search_results[1].team": interleaved("s1", experiment_id, [CHALLENGER, pb.TEAM_UNSPECIFIED]),
         "search_results[0].team": interleaved("s1", experiment_id, [7, CHAMPION]),
     }
@@ -103,7 +103,7 @@ def test_bad_experiment_input_is_invalid_argument_naming_the_field_and_stores_no
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
         assert field_violation(info.value).field == field.strip()
     with pytest.raises(grpc.RpcError) as info:
-        ingest.GetExperimentOutcome(pb.GetExperimentOutcomeRequest(experiment_id="exp-0000000000-9"))
+        ingest.GetExperimentOutcome(pb.GetExperimentOutcomeRequest(experiment_id="exp-0000000000-9-0badc0de"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     summary = ingest.Ingest(iter([pb.IngestRequest(session=request) for request in cases.values()]))
     assert (summary.rejected, summary.sessions_accepted) == (4, 0)
@@ -128,12 +128,13 @@ def test_a_database_of_schema_1_gains_the_experiment_column_and_keeps_its_sessio
         old = store.get_session("old")
         assert (old.experiment_id, [e.object_id for e in old.events]) == ("", ["item-0"])
         started = events_pb2.ExperimentStarted(experiment=registry_pb.Experiment(
-            experiment_id="exp-0123456789-2", fine_tuning_method="plugin", champion_version="1",
+            experiment_id="exp-0123456789-2-0badc0de", fine_tuning_method="plugin", champion_version="1",
             challenger_version="2", started_at=int(time.time())))
         assert store.record_experiment(started) and not store.record_experiment(started)
-        [registered] = store.register_sessions([interleaved("new", "exp-0123456789-2", [CHAMPION])], int(time.time()))
-        assert registered.session.experiment_id == "exp-0123456789-2"
-        assert store.experiment_outcome("exp-0123456789-2").sessions == 1
+        [registered] = store.register_sessions([interleaved("new", "exp-0123456789-2-0badc0de", [CHAMPION])],
+                                               int(time.time()))
+        assert registered.session.experiment_id == "exp-0123456789-2-0badc0de"
+        assert store.experiment_outcome("exp-0123456789-2-0badc0de").sessions == 1
     finally:
         store.close()
     with engine.connect() as conn:

@@ -20,29 +20,29 @@ CHALLENGER = [f"b{i}" for i in range(20)]
 
 def test_each_team_contributes_its_best_unused_result_in_turn_with_a_coin_per_round() -> None:
     for session in range(50):
-        merged = team_draft("exp-0123456789-2", f"s{session}", CHAMPION, CHALLENGER, k=10)
+        merged = team_draft("exp-0123456789-2-0badc0de", f"s{session}", CHAMPION, CHALLENGER, k=10)
         assert len(merged) == 10
         for start in range(0, 10, 2):  # every round of two picks holds one result of each team
             assert {r.team for r in merged[start:start + 2]} == {TEAM_CHAMPION, TEAM_CHALLENGER}
         # Each team's results appear in the order of its own ranking, from its top.
         assert [r.object_id for r in merged if r.team == TEAM_CHAMPION] == CHAMPION[:5]
         assert [r.object_id for r in merged if r.team == TEAM_CHALLENGER] == CHALLENGER[:5]
-    firsts = {team_draft("exp-0123456789-2", f"s{i}", CHAMPION, CHALLENGER, k=2)[0].team for i in range(50)}
+    firsts = {team_draft("exp-0123456789-2-0badc0de", f"s{i}", CHAMPION, CHALLENGER, k=2)[0].team for i in range(50)}
     assert firsts == {TEAM_CHAMPION, TEAM_CHALLENGER}  # the coin, not a fixed order, decides who starts
 
 
 def test_the_merge_is_deterministic_per_session_and_never_shows_a_result_twice() -> None:
     shared_a = ["x", "y", "a1", "a2", "z"]
     shared_b = ["y", "x", "z", "b1", "b2"]
-    first = team_draft("exp-0123456789-2", "session-7", shared_a, shared_b, k=5)
-    assert first == team_draft("exp-0123456789-2", "session-7", shared_a, shared_b, k=5)
+    first = team_draft("exp-0123456789-2-0badc0de", "session-7", shared_a, shared_b, k=5)
+    assert first == team_draft("exp-0123456789-2-0badc0de", "session-7", shared_a, shared_b, k=5)
     ids = [r.object_id for r in first]
     assert len(ids) == len(set(ids)) == 5
     # A result both rankings hold is credited to the team that picked it first.
-    everything = team_draft("exp-0123456789-2", "session-7", shared_a, shared_b, k=100)
+    everything = team_draft("exp-0123456789-2-0badc0de", "session-7", shared_a, shared_b, k=100)
     assert sorted(r.object_id for r in everything) == sorted(set(shared_a) | set(shared_b))
     # A ranking that runs out leaves the rest of the list to the other.
-    short = team_draft("exp-0123456789-2", "s", ["a0"], CHALLENGER, k=4)
+    short = team_draft("exp-0123456789-2-0badc0de", "s", ["a0"], CHALLENGER, k=4)
     assert [r.team for r in short].count(TEAM_CHAMPION) == 1 and len(short) == 4
 
 
@@ -106,7 +106,7 @@ def a_a_experiment(seed: int, rule: Rule) -> pb.ExperimentState:
     wins = losses = ties = session = 0
     verdict = decide(0, 0, 0, rule)
     while verdict.state == pb.EXPERIMENT_STATE_RUNNING:
-        merged = team_draft("exp-0123456789-2", f"r{seed}-s{session}", CHAMPION, CHAMPION, k=10)
+        merged = team_draft("exp-0123456789-2-0badc0de", f"r{seed}-s{session}", CHAMPION, CHAMPION, k=10)
         clicked = [k for k in range(10) if rng.random() < (1 / (k + 1)) * 0.3]
         winner = session_winner([r.team for r in merged], clicked)
         wins += winner == TEAM_CHALLENGER
@@ -131,6 +131,8 @@ def test_an_a_a_experiment_polled_often_does_not_promote_beyond_its_error_rate()
 def test_experiment_ids_name_the_plugin_and_the_challenger_version() -> None:
     made = experiment_id("Default Fine Tuning Method", "7")
     key, version = parse_experiment_id(made)
-    assert made == f"exp-{key}-7" and version == "7" and len(key) == 10
-    for bad in ("exp-0123456789-07", "exp-012345678-7", "exp-0123456789-7\n", "EXP-0123456789-7", ""):
+    assert made.startswith(f"exp-{key}-7-") and version == "7" and len(key) == 10
+    assert experiment_id("Default Fine Tuning Method", "7") != made  # never the same id twice
+    for bad in ("exp-0123456789-07-0badc0de", "exp-012345678-7-0badc0de", "exp-0123456789-7-0badc0de\n",
+                "EXP-0123456789-7-0badc0de", "exp-0123456789-7", ""):
         assert parse_experiment_id(bad) is None

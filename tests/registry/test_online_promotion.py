@@ -5,6 +5,10 @@ referee reads ingest's counts and decides at the horizon."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +22,7 @@ from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.common.settings import Limits
 from tests.conftest import make_settings
 from tests.registry.helpers import best_of, candidate, log_initial, log_trial, new_plugin, promotions
-from tests.servers import InProcessService
+from tests.servers import REPO_ROOT, InProcessService
 
 MIN_SESSIONS = 40
 CHAMPION_IDS = [f"old-{i}" for i in range(10)]
@@ -100,6 +104,14 @@ def online(tmp_path_factory: pytest.TempPathFactory, mlflow_server, nats_server)
               grpc.insecure_channel(registry.address) as registry_channel,
               grpc.insecure_channel(ingest.address) as ingest_channel):
             yield OnlineStack(registry, ingest, registry_channel, ingest_channel, nats_server.url)
+
+
+def es_cli(*args: str, registry: str, as_json: bool = True) -> dict | str:
+    """Runs the CLI in a child process against `registry`: its JSON object, or its stdout."""
+    done = subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ES_REGISTRY_ADDR": registry, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout) if as_json else done.stdout
 
 
 def clicks_on(team: int, share: float) -> Callable[[list[cpb.SearchResult]], list[int]]:
@@ -192,6 +204,15 @@ def test_a_newer_held_out_winner_replaces_the_running_challenger(online: OnlineS
     assert online.registry.GetServingPlan(pb.GetServingPlanRequest(fine_tuning_method=plugin)).experiment_id == \
         second.experiment_id
 
+    # The operator's view of it: es model plan, es experiment list|get.
+    plan = es_cli("model", "plan", plugin, "--json", registry=online.registry_address)
+    assert (plan["challenger"]["version"], plan["experiment_id"]) == ("3", second.experiment_id)
+    listed = es_cli("experiment", "list", plugin, "--json", registry=online.registry_address)["experiments"]
+    assert [(e["challenger_version"], e["state"]) for e in listed] == [
+        ("2", "EXPERIMENT_STATE_STOPPED"), ("3", "EXPERIMENT_STATE_RUNNING")]
+    shown = es_cli("experiment", "get", second.experiment_id, registry=online.registry_address, as_json=False)
+    assert shown.startswith(f"{second.experiment_id}: version 3 against 1, running;")
+
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"k": 0}, "k"),
@@ -206,7 +227,7 @@ def test_a_bad_interleave_request_is_invalid_argument_naming_the_field(online: O
                                                                         field: str) -> None:
     from services.common.errors import field_violation
 
-    request = pb.InterleaveRequest(experiment_id="exp-0123456789-2", session_id="s", champion_object_ids=["a"],
+    request = pb.InterleaveRequest(experiment_id="exp-0123456789-2-0badc0de", session_id="s", champion_object_ids=["a"],
                                    challenger_object_ids=["b"], k=2)
     for key, value in change.items():
         if isinstance(value, list):
@@ -221,7 +242,7 @@ def test_a_bad_interleave_request_is_invalid_argument_naming_the_field(online: O
 
 def test_unknown_or_malformed_experiments_are_not_found_or_invalid_argument(online: OnlineStack) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        online.registry.GetExperiment(pb.GetExperimentRequest(experiment_id="exp-0123456789-2"))
+        online.registry.GetExperiment(pb.GetExperimentRequest(experiment_id="exp-0123456789-2-0badc0de"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as info:
         online.registry.GetExperiment(pb.GetExperimentRequest(experiment_id="exp-2"))

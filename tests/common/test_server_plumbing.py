@@ -156,7 +156,7 @@ def test_reflection_serves_the_contract_names(settings: Settings) -> None:
         service_descriptor = pool.FindServiceByName("embedding_studio.v1.ClickstreamService")
         assert {m.name for m in service_descriptor.methods} == {
             "RegisterSession", "PushEvents", "MarkSessionIrrelevant", "GetSession", "GetBatch", "ReleaseBatch",
-            "StreamBatchSessions", "Ingest"}
+            "StreamBatchSessions", "Ingest", "GetExperimentOutcome"}
         session = pool.FindMessageTypeByName("embedding_studio.v1.Session")
         assert {"session_id", "search_query", "search_results", "search_meta", "user_id", "created_at",
                 "is_irrelevant", "events", "batch_id", "session_number"} <= set(session.fields_by_name)

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import InvalidArgument, ServiceError
@@ -162,7 +162,7 @@ class GrpcHost:
     def __init__(self, settings: Settings, limits: Limits) -> None:
         self._settings = settings
         self._limits = limits
-        self.health = HealthServicer()
+        self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self._service_names: list[str] = []
         self.port = 0

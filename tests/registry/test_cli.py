@@ -21,7 +21,7 @@ from services.api.embedding_studio.v1 import registry_pb2_grpc
 from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, stored_archive
 from tests.servers import REPO_ROOT, VENV_BIN
 
-# `es model …` once services/cli.py mounts this app; until then the app is run directly.
+# `es model …`: the registry's Typer app run directly (services/cli.py mounts the same app as `es model`).
 _ES_MODEL = "from services.registry.cli import app; app(prog_name='es model')"
 
 

@@ -17,10 +17,12 @@ default's training rate (training pairs/s and sessions with a click/s over the s
 against the raw forward+backward rate of the same trainable configuration on the same batch shapes in
 the same process, and the peak RSS of training. `--json` makes the last line of stdout one JSON object;
 `--scores-out F` writes the per-query nDCG@10 of each arm, for a paired comparison of two runs of one
-seed (`--catalog on` against `--catalog off`).
+seed (`--catalog on` against `--catalog off`). `--set NAME=VALUE` (repeatable) changes one of the
+plugin's `FineTuningSettings` for the run (e.g. `--set batch_size=64`), to try a recipe without editing
+the plugin.
 
     .venv/bin/python bench/quality.py [--sessions 3000] [--trials N] [--seed 0] [--catalog on|off]
-        [--arms default,plain] [--items F --queries F] [--scores-out F] [--json]
+        [--arms default,plain] [--items F --queries F] [--set NAME=VALUE ...] [--scores-out F] [--json]
 
 `--seed` changes the query split, the simulated sessions and every training seed together.
 """
@@ -147,6 +149,23 @@ def gain_line(name: str, before: np.ndarray, after: np.ndarray, seed: int) -> tu
                        f"({gain / before.mean():+.1%}), 95% CI [{low:+.4f}, {high:+.4f}]")
 
 
+def setting_override(text: str) -> tuple[str, object]:
+    """"batch_size=64" -> ("batch_size", 64); "dropout=false" -> ("dropout", False); words stay strings."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    if value.lower() == "none":
+        return name, None
+    for kind in (int, float):
+        try:
+            return name, kind(value)
+        except ValueError:
+            pass
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=Path, help="items.jsonl (default: the BBC News corpus)")
@@ -158,6 +177,8 @@ def main() -> None:
     parser.add_argument("--catalog", choices=("on", "off"), help="mix in the catalog pairs or not (default: the "
                         "plugin's setting; on = its CatalogPairs, or the defaults if it has none)")
     parser.add_argument("--arms", default="default,plain", help="which arms to train: default, plain or both")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=setting_override,
+                        help="change one of the plugin's FineTuningSettings (a number, true/false or a word)")
     parser.add_argument("--scores-out", type=Path, help="write each arm's per-query nDCG@10 here (JSON)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -181,7 +202,13 @@ def main() -> None:
     from services.fine_tuning.training.catalog import CatalogPairs
 
     plugin = discover_plugins(REPO_ROOT / "plugins").create(args.plugin)
-    plugin.settings = dataclasses.replace(plugin.settings, seed=args.seed)
+    unknown = {name for name, _ in args.set} - {f.name for f in dataclasses.fields(plugin.settings)}
+    if unknown:
+        parser.error(f"--set: FineTuningSettings has no {', '.join(sorted(unknown))}")
+    try:
+        plugin.settings = dataclasses.replace(plugin.settings, seed=args.seed, **dict(args.set))
+    except ValueError as error:
+        parser.error(f"--set: {error}")
     if args.catalog:
         catalog = (plugin.settings.catalog or CatalogPairs()) if args.catalog == "on" else None
         plugin.settings = dataclasses.replace(plugin.settings, catalog=catalog)

@@ -261,5 +261,7 @@ def test_dropout_is_off_while_training_unless_the_settings_turn_it_on(minilm: Te
 def test_invalid_settings_are_refused_naming_each_bad_value() -> None:
     with pytest.raises(ValueError, match=r"invalid batch_size=0, warmup_ratio=1\.0, dropout='yes', schedule='cosine'"):
         FineTuningSettings(batch_size=0, warmup_ratio=1.0, dropout="yes", schedule="cosine")
+    with pytest.raises(ValueError, match=r"invalid max_items_per_forward=0, recompute_layers=-1"):
+        FineTuningSettings(max_items_per_forward=0, recompute_layers=-1)
     with pytest.raises(ValueError, match=r"invalid loss_func=MSELoss\(\)"):
         FineTuningSettings(loss_func=torch.nn.MSELoss())  # not a ClickLoss: the loop could not run it

@@ -16,6 +16,7 @@ import torch
 
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
 from services.fine_tuning.training.examples import ClickExample
+from services.fine_tuning.training.grad_cache import CachedItemEncoding
 from services.fine_tuning.training.models import EmbeddingModel, ItemPrefixCache
 from services.fine_tuning.training.settings import FineTuningParams, FineTuningSettings
 
@@ -107,19 +108,41 @@ class _BestCheckpoint:
             self.evaluations_without_gain += 1
 
 
+def _configure(model: EmbeddingModel, settings: FineTuningSettings, params: FineTuningParams) -> None:
+    """Freezes the run's fixed layers and sets which trainable layers recompute their activations."""
+    model.fix_layers(params.num_fixed_layers)
+    if settings.recompute_layers:
+        if not hasattr(model, "recompute_activations"):
+            raise ValueError(f"recompute_layers={settings.recompute_layers}: {type(model).__name__} cannot recompute "
+                             f"activations (TextToTextModel can)")
+        model.recompute_activations(settings.recompute_layers)
+
+
 def _step(model: EmbeddingModel, batch: Sequence[ClickExample], encode_items: Callable[[Sequence[str]], torch.Tensor],
           settings: FineTuningSettings, params: FineTuningParams, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[float, int]:
-    """One optimisation step on `batch`; returns its loss and how many items it encoded."""
+    """One optimisation step on `batch`; returns its loss and how many items it encoded. A step with more
+    items than `settings.max_items_per_forward` encodes them in chunks with cached gradients (the same
+    gradient, the memory of one chunk)."""
     device = next(model.parameters()).device
     candidates_ids = list(dict.fromkeys([e.positive for e in batch] + [n for e in batch for n in e.hard_negatives]))
     column = {item_id: i for i, item_id in enumerate(candidates_ids)}
+    chunk = settings.max_items_per_forward
+    cached = None
     # bf16 autocast on a GPU (full precision on the CPU, where bf16 matmuls are slow).
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with autocast:
         queries = model.encode_queries([e.query for e in batch])  # (B, D)
-        candidates = encode_items(candidates_ids)  # (C, D)
+        if chunk is not None and len(candidates_ids) > chunk:
+            cached = CachedItemEncoding(encode_items, candidates_ids, chunk, device)
+            candidates = cached.embeddings  # (C, D), a leaf: its gradient goes through the encoder below
+        else:
+            candidates = encode_items(candidates_ids)  # (C, D)
     loss = settings.loss_func.batch_loss(batch, queries.float(), candidates.float(), column, params.margin)
     loss.backward()
+    if cached is not None:
+        with autocast:
+            cached.backward()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -143,7 +166,7 @@ def train_run(
     if not examples:
         raise ValueError("no training example: the batch's training sessions have no clicks")
     seed_everything(settings.seed)
-    model.fix_layers(params.num_fixed_layers)
+    _configure(model, settings, params)
 
     def encode_items(item_ids: Sequence[str]) -> torch.Tensor:
         if cache is not None:

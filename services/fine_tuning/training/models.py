@@ -26,6 +26,7 @@ from PIL import Image
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Router
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import CLIPModel
 
 from services.fine_tuning.training.settings import FineTuningParams
@@ -66,6 +67,7 @@ class TextToTextModel(nn.Module):
         if max_seq_length is not None:
             self.model.max_seq_length = max_seq_length
         self.num_fixed_layers = 0
+        self.recomputed_layers = 0
 
     # --- structure ----------------------------------------------------------------------------------
 
@@ -98,6 +100,15 @@ class TextToTextModel(nn.Module):
                 parameter.requires_grad_(False)
         self.num_fixed_layers = num_fixed_layers
 
+    def recompute_activations(self, layers: int) -> None:
+        """The first `layers` trainable layers keep only their inputs while training and recompute the rest
+        in the backward pass (activation checkpointing; `torch.utils.checkpoint` replays the random state,
+        so dropout draws the same masks and training is unchanged): less memory, one more forward of them."""
+        trainable = len(self.layers()) - self.num_fixed_layers
+        if not 0 <= layers <= trainable:
+            raise ValueError(f"recompute_layers must lie in [0, {trainable}] (the trainable layers), not {layers}")
+        self.recomputed_layers = layers
+
     def parameter_groups(self, params: FineTuningParams) -> list[dict[str, Any]]:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         return [{"params": trainable, "lr": params.items_lr, "weight_decay": params.items_weight_decay}]
@@ -129,8 +140,9 @@ class TextToTextModel(nn.Module):
     def suffix(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Runs the trainable layers on prefix hidden states; returns normalised embeddings (B, D)."""
         mask = self._attention(hidden, attention_mask)
-        for layer in self.layers()[self.num_fixed_layers:]:
-            hidden = layer(hidden, mask)
+        recompute = self.recomputed_layers if torch.is_grad_enabled() else 0
+        for i, layer in enumerate(self.layers()[self.num_fixed_layers:]):
+            hidden = checkpoint(layer, hidden, mask, use_reentrant=False) if i < recompute else layer(hidden, mask)
         return self._pool(hidden, attention_mask)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:

@@ -61,6 +61,14 @@ class FineTuningSettings:
             gain (+2.8% vs +2.6%, +2.2% vs +1.9% on two seeds, well inside each run's CI) and cost a
             fifth of the speed and 1.3 GiB of peak memory (its masks, and the attention matrices that
             attention keeps when it drops): 3.8 instead of 2.5 GiB.
+        max_items_per_forward: at most this many items are encoded with a graph at once (>= 1); a step
+            with more candidates encodes them in chunks with cached gradients (`grad_cache.py`): the
+            same gradient, the activation memory of one chunk, one more forward pass over the items of
+            such a step. None (default) encodes every step's items in one pass.
+        recompute_layers: this many of the trainable layers (from the first) keep only their inputs while
+            training and recompute their activations in the backward pass (`TextToTextModel.
+            recompute_activations`): the same training, dropout masks included, with less memory and one
+            more forward pass of those layers (>= 0; default 0; text-to-text models).
         catalog: self-supervised pairs from the dataset's own items mixed into every run
             (`catalog.CatalogPairs`: a span of an item's text against the item), or None (default) for
             clicks only.
@@ -83,6 +91,8 @@ class FineTuningSettings:
     click_weighting: str = "relevance"
     warmup_ratio: float = 0.1
     dropout: bool = False
+    max_items_per_forward: int | None = None
+    recompute_layers: int = 0
     catalog: CatalogPairs | None = None
     seed: int = 0
 
@@ -101,6 +111,8 @@ class FineTuningSettings:
             "max_click_weight": self.max_click_weight >= 1,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "dropout": isinstance(self.dropout, bool),
+            "max_items_per_forward": self.max_items_per_forward is None or self.max_items_per_forward >= 1,
+            "recompute_layers": self.recompute_layers >= 0,
             "schedule": self.schedule in SCHEDULES,
             "catalog": self.catalog is None or isinstance(self.catalog, CatalogPairs),
             "loss_func": isinstance(self.loss_func, ClickLoss),

@@ -104,6 +104,21 @@ def ui_url(tracking_uri: str, experiment_id: str = "", run_id: str = "", model: 
     return None
 
 
+def find_initial_run(client: MlflowClient, plugin_name: str) -> Run | None:
+    """The plugin's initial model: the newest finished run of `INITIAL_EXPERIMENT` tagged with the plugin
+    and the kind "initial" (None when none is logged). The trainer starts from it and the registry
+    registers it as version 1."""
+    experiment = client.get_experiment_by_name(INITIAL_EXPERIMENT)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(f"tags.`{TAG_PLUGIN}` = '{plugin_name}' AND tags.`{TAG_KIND}` = '{KIND_INITIAL}' "
+                       f"AND attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
 def registered_model_name(plugin_name: str) -> str:
     """The MLflow registered model whose versions are the plugin's models."""
     if not plugin_name.strip() or any(char in plugin_name for char in _NAME_FORBIDDEN):

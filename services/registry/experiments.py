@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from scipy.special import betaln
 
 from services.api.embedding_studio.v1 import registry_pb2 as pb
+from services.common.errors import InvalidArgument
 
 _ID = re.compile(r"exp-([0-9a-f]{10})-([1-9][0-9]*)-[0-9a-f]{8}")
 
@@ -43,6 +44,15 @@ def parse_experiment_id(value: str) -> tuple[str, str] | None:
     """(plugin key, challenger version) of a well-formed experiment id; None otherwise."""
     match = _ID.fullmatch(value)
     return (match.group(1), match.group(2)) if match else None
+
+
+def require_experiment_id(field: str, value: str) -> tuple[str, str]:
+    """`parse_experiment_id`, or INVALID_ARGUMENT naming `field` when `value` is not an experiment id."""
+    parsed = parse_experiment_id(value)
+    if parsed is None:
+        raise InvalidArgument(field, f"{value!r} is not an experiment id "
+                                     "(exp-<10 hex digits>-<version>-<8 hex digits>)")
+    return parsed
 
 
 @dataclass(frozen=True)

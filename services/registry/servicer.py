@@ -24,7 +24,7 @@ from services.common.lease_lock import LeaseLock, LockUnavailable
 from services.common.logging import get_logger
 from services.common.paging import page_request
 from services.common.settings import Limits
-from services.registry.experiments import parse_experiment_id
+from services.registry.experiments import require_experiment_id
 from services.registry.store import ModelStore, is_missing
 
 T = TypeVar("T")
@@ -38,12 +38,6 @@ def _version_number(field: str, value: str) -> None:
     parse_number(field, value, "a model version number")
 
 
-def _experiment_id(field: str, value: str) -> None:
-    if parse_experiment_id(value) is None:
-        raise InvalidArgument(field, f"{value!r} is not an experiment id "
-                                     "(exp-<10 hex digits>-<version>-<8 hex digits>)")
-
-
 # What each id field of the registry's requests must look like, beyond being there and short enough.
 _FORMATS = {
     "task_id": check_token,
@@ -52,7 +46,7 @@ _FORMATS = {
     "version": _version_number,
     "compared_version": _version_number,
     "iteration_id": lambda field, value: parse_number(field, value, "an MLflow experiment id"),
-    "experiment_id": _experiment_id,
+    "experiment_id": require_experiment_id,
 }
 
 
@@ -107,6 +101,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def _check_id(self, field: str, value: str) -> None:
         check_id(field, value, self._limits.max_id_length)
         _FORMATS.get(field, lambda _f, _v: None)(field, value)
+
+    async def RegisterInitialModel(self, request: pb.RegisterInitialModelRequest, context: grpc.aio.ServicerContext
+                                   ) -> pb.RegisterInitialModelResponse:
+        self._check_id("fine_tuning_method", request.fine_tuning_method)
+        best = await under_champion_lock(self._lock, request.fine_tuning_method,
+                                         lambda: self._run(self._store.register_initial, request.fine_tuning_method))
+        return pb.RegisterInitialModelResponse(model=best)
 
     async def GetBestModel(self, request: pb.GetBestModelRequest, context: grpc.aio.ServicerContext
                            ) -> pb.GetBestModelResponse:

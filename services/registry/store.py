@@ -40,13 +40,14 @@ from services.common.mlflow_models import (
     ModelArchive,
     ModelArchiveError,
     fetch_model_archive,
+    find_initial_run,
     iteration_experiment_name,
     parse_iteration_experiment_name,
     recorded_archive,
     registered_model_name,
 )
 from services.common.nats import EXPERIMENT_STARTED, MODEL_PROMOTED
-from services.registry.experiments import Rule, Verdict, experiment_id, parse_experiment_id, plugin_key
+from services.registry.experiments import Rule, Verdict, experiment_id, plugin_key, require_experiment_id
 
 T = TypeVar("T")
 
@@ -132,6 +133,11 @@ def _experiment(version: ModelVersion) -> pb.Experiment | None:
     return json_format.Parse(text, pb.Experiment()) if text else None
 
 
+def _no_initial_model(plugin: str) -> NotFound:
+    return NotFound(f"plugin {plugin!r} has no models: its initial model is not logged in the MLflow experiment "
+                    f"{INITIAL_EXPERIMENT!r} (the trainer logs it on the plugin's first task)")
+
+
 def _run_status(status: str) -> pb.RunStatus:
     """MLflow's run status name as the RunStatus enum (UNSPECIFIED for a name it does not know)."""
     return dict(pb.RunStatus.items()).get(f"RUN_STATUS_{status}", pb.RUN_STATUS_UNSPECIFIED)
@@ -185,8 +191,8 @@ class ModelStore:
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         # MLflow has no compare-and-set for aliases: the registry is the only writer of the best alias,
         # and its replicas serialize submissions with a lock they share (the servicer's LeaseLock); this
-        # one orders this process's threads. Reentrant: a submission registers the initial model if needed.
-        self._write_lock = threading.RLock()
+        # one orders this process's threads.
+        self._write_lock = threading.Lock()
 
     # Lookups -----------------------------------------------------------------------------------
 
@@ -218,45 +224,42 @@ class ModelStore:
         found = self._client.search_model_versions(f"name = '{name}' AND run_id = '{run_id}'", max_results=1)
         return found[0] if found else None
 
-    def _initial_run(self, plugin: str) -> Run | None:
-        experiment = self._client.get_experiment_by_name(INITIAL_EXPERIMENT)
-        if experiment is None:
-            return None
-        runs = self._client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{TAG_PLUGIN}` = '{plugin}' AND tags.`{TAG_KIND}` = '{KIND_INITIAL}'",
-            order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0] if runs else None
-
     def _champion(self, plugin: str) -> tuple[str, RegisteredModel]:
-        """The plugin's registered model with its best alias set; the first time, the initial model the
-        trainer logged becomes version 1 and the best, so that every answer names a version."""
+        """The plugin's registered model with its best alias set (read only: `register_initial` sets it)."""
         name = self._model_name(plugin)
         model = self._registered(name)
-        if model is not None and BEST_ALIAS in model.aliases:
-            return name, model
+        if model is None or BEST_ALIAS not in model.aliases:
+            if find_initial_run(self._client, plugin) is None:
+                raise _no_initial_model(plugin)
+            raise NotFound(f"plugin {plugin!r} has no best model yet: its initial model is logged but not registered "
+                           f"(RegisterInitialModel registers it; the trainer does at the start of each task)")
+        return name, model
+
+    def register_initial(self, plugin: str) -> pb.ModelVersion:
+        """Makes the plugin's initial run its version 1 and best when it has no best version yet (once:
+        idempotent); returns the best version."""
+        name = self._model_name(plugin)
         with self._write_lock:
             model = self._registered(name)
-            if model is not None and BEST_ALIAS in model.aliases:
-                return name, model
-            initial = self._initial_run(plugin)
-            if initial is None:
-                raise NotFound(f"plugin {plugin!r} has no models: its initial model is not logged in the MLflow "
-                               f"experiment {INITIAL_EXPERIMENT!r} (the trainer logs it on the plugin's first task)")
-            if model is None:
-                try:
-                    self._client.create_registered_model(
-                        name, tags={TAG_PLUGIN: plugin},
-                        description=f"Models of the fine-tuning plugin {plugin!r}; alias {BEST_ALIAS!r} is the best.")
-                except MlflowException as error:
-                    if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-                        raise
-            version = self._version_of_run(name, initial.info.run_id) or self._client.create_model_version(
-                name, source=f"runs:/{initial.info.run_id}/model", run_id=initial.info.run_id,
-                tags={TAG_KIND: KIND_INITIAL, TAG_PLUGIN: plugin,
-                      TAG_PLUGIN_VERSION: initial.data.tags.get(TAG_PLUGIN_VERSION, "")})
-            self._client.set_registered_model_alias(name, BEST_ALIAS, _number(version))
-            return name, self._client.get_registered_model(name)
+            if model is None or BEST_ALIAS not in model.aliases:
+                initial = find_initial_run(self._client, plugin)
+                if initial is None:
+                    raise _no_initial_model(plugin)
+                if model is None:
+                    try:
+                        self._client.create_registered_model(
+                            name, tags={TAG_PLUGIN: plugin},
+                            description=f"Models of the fine-tuning plugin {plugin!r}; alias {BEST_ALIAS!r} is the "
+                                        f"best.")
+                    except MlflowException as error:
+                        if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                            raise
+                version = self._version_of_run(name, initial.info.run_id) or self._client.create_model_version(
+                    name, source=f"runs:/{initial.info.run_id}/model", run_id=initial.info.run_id,
+                    tags={TAG_KIND: KIND_INITIAL, TAG_PLUGIN: plugin,
+                          TAG_PLUGIN_VERSION: initial.data.tags.get(TAG_PLUGIN_VERSION, "")})
+                self._client.set_registered_model_alias(name, BEST_ALIAS, _number(version))
+        return self.best(plugin)
 
     def _run(self, run_id: str) -> Run | None:
         return _or_none(lambda: self._client.get_run(run_id))
@@ -350,7 +353,7 @@ class ModelStore:
             parsed = parse_iteration_experiment_name(experiment.name)
             if parsed is not None and parsed[0] == plugin:
                 iterations.append(self._iteration(experiment, *parsed))
-        if not iterations and self._registered(name) is None and self._initial_run(plugin) is None:
+        if not iterations and self._registered(name) is None and find_initial_run(self._client, plugin) is None:
             raise NotFound(f"plugin {plugin!r} has no iterations and no models in MLflow")
         return sorted(iterations, key=lambda iteration: int(iteration.iteration_id))
 
@@ -498,10 +501,7 @@ class ModelStore:
 
     def _experiment_version(self, experiment_id_: str) -> tuple[str, str, ModelVersion, pb.Experiment]:
         """(plugin, model name, challenger version, experiment) of an experiment id."""
-        parsed = parse_experiment_id(experiment_id_)
-        if parsed is None:
-            raise InvalidArgument("experiment_id", f"{experiment_id_!r} is not an experiment id "
-                                                   "(exp-<10 hex digits>-<version>-<8 hex digits>)")
+        parsed = require_experiment_id("experiment_id", experiment_id_)
         plugin = self._plugin_of_key(parsed[0])
         if plugin is not None:
             name = self._model_name(plugin)

@@ -116,8 +116,10 @@ class TaskRunner:
                                  f"not in {self._store.uri}: {error}") from error
             if max_evals is not None:
                 builder.initial_max_evals = max_evals
-            best = self._call(self._registry.GetBestModel,
-                              registry_pb2.GetBestModelRequest(fine_tuning_method=plugin_name)).model
+            # The registry makes the initial model version 1 and the best on the plugin's first task (a
+            # no-op after), and answers with the best version, which this iteration starts from.
+            best = self._call(self._registry.RegisterInitialModel,
+                              registry_pb2.RegisterInitialModelRequest(fine_tuning_method=plugin_name)).model
             max_seq_length = builder.fine_tuning_settings.max_seq_length
             start_model = load_run_model(manager, best.run_id, max_seq_length).to(self._device)
             previous = [] if best.is_initial else [dict(best.params)]

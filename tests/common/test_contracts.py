@@ -28,9 +28,9 @@ def test_each_service_has_the_contract_rpcs() -> None:
         (dataprep_pb2, "DataPrepService"): {"PrepareDataset", "GetDataset"},
         (trainer_pb2, "TrainerService"): {"CreateTask", "GetTask", "ListTasks", "CancelTask", "RestartTask",
                                           "WatchTask"},
-        (registry_pb2, "RegistryService"): {"GetBestModel", "ListModelVersions", "ListIterations",
-                                            "GetIteration", "DownloadModel", "SubmitCandidate", "GetServingPlan",
-                                            "Interleave", "GetExperiment", "ListExperiments"},
+        (registry_pb2, "RegistryService"): {"RegisterInitialModel", "GetBestModel", "ListModelVersions",
+                                            "ListIterations", "GetIteration", "DownloadModel", "SubmitCandidate",
+                                            "GetServingPlan", "Interleave", "GetExperiment", "ListExperiments"},
     }
     for (module, name), methods in expected.items():
         service = module.DESCRIPTOR.services_by_name[name]

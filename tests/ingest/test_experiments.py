@@ -19,7 +19,7 @@ from services.api.embedding_studio.v1 import registry_pb2 as registry_pb
 from services.common.errors import field_violation
 from services.common.nats import EXPERIMENT_STARTED
 from services.ingest.store import ClickstreamStore
-from tests.ingest.helpers import session_request
+from tests.ingest.helpers import session_request, wait_until_ingest_knows
 from tests.nats_reader import publish
 
 CHAMPION, CHALLENGER = pb.TEAM_CHAMPION, pb.TEAM_CHALLENGER
@@ -32,15 +32,8 @@ def announce(nats_url: str, ingest) -> str:
         experiment_id=experiment_id, fine_tuning_method="plugin", champion_version="1", challenger_version="2",
         state=registry_pb.EXPERIMENT_STATE_RUNNING, started_at=int(time.time())))
     publish(nats_url, EXPERIMENT_STARTED, started.SerializeToString(), msg_id=f"experiment {experiment_id} started")
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            ingest.GetExperimentOutcome(pb.GetExperimentOutcomeRequest(experiment_id=experiment_id))
-            return experiment_id
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    wait_until_ingest_knows(ingest, experiment_id)
+    return experiment_id
 
 
 def interleaved(session_id: str, experiment_id: str, teams: list[int], clicks: tuple[int, ...] = (),

@@ -53,6 +53,11 @@ def log_initial(client: MlflowClient, plugin: str, model_dir: Path, plugin_versi
     return run.info.run_id
 
 
+def register_initial(registry, plugin: str) -> pb.ModelVersion:
+    """What the trainer does at the start of each task: the logged initial model becomes version 1 and the best."""
+    return registry.RegisterInitialModel(pb.RegisterInitialModelRequest(fine_tuning_method=plugin)).model
+
+
 def log_trial(client: MlflowClient, plugin: str, batch_id: str, task_id: str, model_dir: Path | None,
               params: dict[str, str] | None = None, metrics: dict[str, float] | None = None) -> str:
     run = client.create_run(_experiment(client, iteration_experiment_name(plugin, batch_id)),

@@ -18,7 +18,7 @@ from sentence_transformers import SentenceTransformer
 
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
-from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, stored_archive
+from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, register_initial, stored_archive
 from tests.servers import REPO_ROOT, VENV_BIN
 
 # `es model …`: the registry's Typer app run directly (services/cli.py mounts the same app as `es model`).
@@ -35,6 +35,7 @@ def test_model_best_says_which_version_is_best_why_and_prints_json_last(
         registry, registry_server, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     result = es_model("best", plugin, address=registry_server.address)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"{plugin}: version 1 (initial model)"
@@ -59,6 +60,7 @@ def test_model_download_extracts_a_verified_model_that_loads(
         registry, registry_server, mlflow_client, tiny_model_dir, tmp_path: Path) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     out = tmp_path / "models" / "downloaded"
     result = es_model("download", plugin, "--version", "1", "--out", str(out), "--json",
                       address=registry_server.address)
@@ -72,9 +74,10 @@ def test_model_download_extracts_a_verified_model_that_loads(
 
 
 def test_model_download_of_a_tampered_archive_exits_non_zero_and_extracts_nothing(
-        registry_server, mlflow_client, mlflow_server, tiny_model_dir, tmp_path: Path) -> None:
+        registry, registry_server, mlflow_client, mlflow_server, tiny_model_dir, tmp_path: Path) -> None:
     plugin = new_plugin()
     run_id = log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     stored = stored_archive(mlflow_server.artifacts_dir, run_id)
     tampered = bytearray(stored.read_bytes())
     tampered[len(tampered) // 2] ^= 0xFF  # a byte inside the weights
@@ -114,6 +117,7 @@ def test_model_list_and_iteration_list_get_show_versions_and_runs(
         registry, registry_server, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     run_id = log_trial(mlflow_client, plugin, "batch-9", "task-9", tiny_model_dir,
                        params={"items_lr": "2e-05"}, metrics={"test_ndcg_at_10": 0.61, "train_loss": 1.5})
     registry.SubmitCandidate(candidate(plugin, run_id, 0.61, "1", 0.52, "batch-9", "task-9"))

@@ -21,7 +21,16 @@ from services.api.embedding_studio.v1 import clickstream_pb2_grpc, registry_pb2_
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.common.settings import Limits
 from tests.conftest import make_settings
-from tests.registry.helpers import best_of, candidate, log_initial, log_trial, new_plugin, promotions
+from tests.ingest.helpers import wait_until_ingest_knows
+from tests.registry.helpers import (
+    best_of,
+    candidate,
+    log_initial,
+    log_trial,
+    new_plugin,
+    promotions,
+    register_initial,
+)
 from tests.servers import REPO_ROOT, InProcessService
 
 MIN_SESSIONS = 40
@@ -39,19 +48,9 @@ class OnlineStack:
     def challenger_of(self, mlflow_client, plugin: str, model_dir: Path) -> pb.SubmitCandidateResponse:
         """Logs the plugin's initial model and a trial that wins the held-out gate, and submits it."""
         log_initial(mlflow_client, plugin, model_dir)
+        register_initial(self.registry, plugin)
         run_id = log_trial(mlflow_client, plugin, "batch-1", "task-1", model_dir)
         return self.registry.SubmitCandidate(candidate(plugin, run_id, 0.60, "1", 0.50))
-
-    def wait_until_ingest_knows(self, experiment_id: str) -> None:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.ingest.GetExperimentOutcome(cpb.GetExperimentOutcomeRequest(experiment_id=experiment_id))
-                return
-            except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def search(self, plugin: str, session_id: str, clicks: Callable[[list[cpb.SearchResult]], list[int]]) -> bool:
         """What a search backend does for one search: the plan, both rankings merged, the session with its
@@ -136,7 +135,7 @@ def test_a_held_out_winner_is_promoted_only_after_it_wins_online(online: OnlineS
     plan = online.registry.GetServingPlan(pb.GetServingPlanRequest(fine_tuning_method=plugin))
     assert (plan.champion.version, plan.challenger.version, plan.experiment_id) == ("1", "2", submitted.experiment_id)
     assert plan.challenger.sha256 and "challenger of online experiment" in plan.challenger.reason
-    online.wait_until_ingest_knows(submitted.experiment_id)
+    wait_until_ingest_knows(online.ingest, submitted.experiment_id)
 
     # Every tenth search gets no click (a tie); of the others, 80% click the challenger's top result.
     assert online.searches(plugin, clicks_on(cpb.TEAM_CHALLENGER, share=0.8)) >= MIN_SESSIONS
@@ -170,7 +169,7 @@ def test_a_challenger_users_like_less_is_kept_out_and_never_served_again(online:
                                                                            tiny_model_dir) -> None:
     plugin = new_plugin()
     submitted = online.challenger_of(mlflow_client, plugin, tiny_model_dir)
-    online.wait_until_ingest_knows(submitted.experiment_id)
+    wait_until_ingest_knows(online.ingest, submitted.experiment_id)
     assert online.searches(plugin, clicks_on(cpb.TEAM_CHAMPION, share=0.8)) >= MIN_SESSIONS
     decided = online.wait_decided(submitted.experiment_id)
     assert decided.state == pb.EXPERIMENT_STATE_CHAMPION_KEPT, decided.reason
@@ -255,7 +254,7 @@ def test_the_readmes_backend_loop_shows_an_interleaved_list_and_registers_it_wit
 
     plugin = new_plugin()
     submitted = online.challenger_of(mlflow_client, plugin, tiny_model_dir)
-    online.wait_until_ingest_knows(submitted.experiment_id)
+    wait_until_ingest_knows(online.ingest, submitted.experiment_id)
     [loop] = python_blocks("Proving a model online")
     ran = run_block(loop, tmp_path, **{"127.0.0.1:50054": online.registry_address,
                                        "127.0.0.1:50051": online.ingest_address,

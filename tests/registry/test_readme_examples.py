@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
-from tests.registry.helpers import log_initial
+from tests.registry.helpers import log_initial, register_initial
 from tests.servers import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -43,7 +43,7 @@ def run_block(block: str, cwd: Path, **addresses: str) -> subprocess.CompletedPr
 
 
 def test_the_readmes_client_examples_send_clickstream_and_fetch_the_best_model(
-        ingest_server, ingest, registry_server, mlflow_client, tiny_model_dir, tmp_path: Path) -> None:
+        ingest_server, ingest, registry_server, registry, mlflow_client, tiny_model_dir, tmp_path: Path) -> None:
     [sending] = python_blocks("Sending clickstream")
     ran = run_block(sending, tmp_path, **{"127.0.0.1:50051": ingest_server.address})
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -53,6 +53,7 @@ def test_the_readmes_client_examples_send_clickstream_and_fetch_the_best_model(
 
     [asking] = python_blocks("Asking which model is best (registry)")
     log_initial(mlflow_client, "Default Fine Tuning Method", tiny_model_dir)
+    register_initial(registry, "Default Fine Tuning Method")
     ran = run_block(asking, tmp_path, **{"127.0.0.1:50054": registry_server.address})
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert (tmp_path / "model" / "modules.json").is_file()

@@ -18,7 +18,7 @@ from sentence_transformers import SentenceTransformer
 from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
 from services.common.errors import field_violation
-from services.common.mlflow_models import INITIAL_EXPERIMENT, extract_model_archive
+from services.common.mlflow_models import INITIAL_EXPERIMENT, extract_model_archive, registered_model_name
 from services.common.settings import Limits
 from tests.conftest import make_settings
 from tests.registry.helpers import (
@@ -29,6 +29,7 @@ from tests.registry.helpers import (
     mlflow_tracking,
     new_plugin,
     promotions,
+    register_initial,
     stored_archive,
     stored_model,
 )
@@ -48,17 +49,25 @@ def download(registry, plugin: str, version: str = "") -> tuple[pb.ModelArchive,
     return responses[0].archive, b"".join(response.chunk for response in responses[1:])
 
 
-def test_a_plugin_without_promotions_answers_with_its_initial_model(registry, mlflow_client, tiny_model_dir) -> None:
+def test_a_plugin_without_promotions_answers_with_its_initial_model_once_it_is_registered(
+        registry, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()
     run_id = log_initial(mlflow_client, plugin, tiny_model_dir, plugin_version="2.1")
+    # Reading writes nothing: before the trainer registers the initial model, there is no best.
+    error = rpc_error(lambda: best_of(registry, plugin))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "RegisterInitialModel" in error.details()
+    assert mlflow_client.search_registered_models(f"name = '{registered_model_name(plugin)}'") == []
+
+    registered = register_initial(registry, plugin)
     model = best_of(registry, plugin)
+    assert registered == model
     assert model.is_initial and model.is_best
     assert (model.run_id, model.version) == (run_id, "1")
     assert "initial model" in model.reason and "plugin version 2.1" in model.reason
     assert "no fine-tuned version has been promoted" in model.reason
     assert len(model.sha256) == 64 and model.size_bytes > 0
-    # Asked again, the same version: the initial model is registered once.
-    assert best_of(registry, plugin).version == "1"
+    # Registered again (the trainer does at every task), the same version: the initial model is registered once.
+    assert register_initial(registry, plugin).version == "1"
     assert len(registry.ListModelVersions(pb.ListModelVersionsRequest(fine_tuning_method=plugin)).versions) == 1
 
 
@@ -66,6 +75,7 @@ def test_a_better_candidate_is_promoted_and_the_best_model_says_which_version_it
         registry, mlflow_client, tiny_model_dir, nats_server) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     initial = best_of(registry, plugin)
     run_id = log_trial(mlflow_client, plugin, "batch-7", "task-3", tiny_model_dir, params={"margin": "0.05"})
 
@@ -101,6 +111,7 @@ def test_a_worse_or_equal_candidate_is_recorded_but_not_promoted(registry, mlflo
                                                                  nats_server) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     worse = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
     response = registry.SubmitCandidate(candidate(plugin, worse, 0.40, "1", 0.45))
     assert not response.promoted
@@ -120,6 +131,7 @@ def test_a_worse_or_equal_candidate_is_recorded_but_not_promoted(registry, mlflo
 def test_scores_recorded_before_queries_was_named_so_still_read(registry, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     run_id = log_trial(mlflow_client, plugin, "batch-2", "task-2", tiny_model_dir)
     registry.SubmitCandidate(candidate(plugin, run_id, 0.62, "1", 0.55, "batch-2", "task-2"))
     # What the registry wrote up to 768f0c5: HeldOutScores' count was named "sessions".
@@ -134,6 +146,7 @@ def test_a_candidate_compared_with_a_replaced_best_is_failed_precondition(regist
                                                                         tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     first = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
     late = log_trial(mlflow_client, plugin, "batch-1", "task-2", tiny_model_dir)
     assert registry.SubmitCandidate(candidate(plugin, first, 0.60, "1", 0.50)).promoted
@@ -151,6 +164,7 @@ def test_of_two_concurrent_winners_against_the_same_best_one_is_promoted_and_the
         registry, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     runs = [log_trial(mlflow_client, plugin, "batch-1", f"task-{n}", tiny_model_dir) for n in range(2)]
     best_of(registry, plugin)
 
@@ -170,6 +184,7 @@ def test_of_two_concurrent_winners_against_the_same_best_one_is_promoted_and_the
 def test_model_versions_list_every_version_with_its_decision(registry, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     better = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
     best_after = log_trial(mlflow_client, plugin, "batch-2", "task-2", tiny_model_dir)
     registry.SubmitCandidate(candidate(plugin, better, 0.6, "1", 0.5))
@@ -201,6 +216,7 @@ def test_model_versions_list_every_version_with_its_decision(registry, mlflow_cl
 def test_iterations_list_each_batch_with_its_runs_params_and_metrics(registry, mlflow_client, tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     a = log_trial(mlflow_client, plugin, "batch-1", "task-1", None, params={"margin": "0.01"},
                   metrics={"ndcg_at_10": 0.3})
     b = log_trial(mlflow_client, plugin, "batch-1", "task-1", None, params={"margin": "0.05"},
@@ -225,6 +241,7 @@ def test_download_streams_a_tar_that_loads_and_embeds_like_the_logged_model(
         registry, mlflow_client, tiny_model_dir, tmp_path: Path) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     run_id = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
     registry.SubmitCandidate(candidate(plugin, run_id, 0.6, "1", 0.5))
 
@@ -248,6 +265,7 @@ def test_the_champion_loads_with_mlflows_own_sentence_transformers_flavor(
 
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     run_id = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
     registry.SubmitCandidate(candidate(plugin, run_id, 0.6, "1", 0.5))
     assert best_of(registry, plugin).version == "2"
@@ -262,6 +280,7 @@ def test_download_of_a_tampered_archive_does_not_match_its_recorded_sha256(
         registry, mlflow_client, mlflow_server, tiny_model_dir) -> None:
     plugin = new_plugin()
     run_id = log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     stored = stored_archive(mlflow_server.artifacts_dir, run_id)
     tampered = bytearray(stored.read_bytes())
     tampered[len(tampered) // 2] ^= 0xFF  # a byte inside the weights (the end of a tar is zero padding)
@@ -277,6 +296,8 @@ def test_unknown_plugins_versions_iterations_runs_and_missing_files_are_not_foun
     error = rpc_error(lambda: registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=unknown)))
     assert error.code() == grpc.StatusCode.NOT_FOUND and unknown in error.details()
     assert "initial model" in error.details()
+    error = rpc_error(lambda: register_initial(registry, unknown))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "is not logged" in error.details()
     error = rpc_error(lambda: registry.ListIterations(pb.ListIterationsRequest(fine_tuning_method=unknown)))
     assert error.code() == grpc.StatusCode.NOT_FOUND and unknown in error.details()
     error = rpc_error(lambda: registry.GetIteration(pb.GetIterationRequest(iteration_id="987654")))
@@ -284,6 +305,7 @@ def test_unknown_plugins_versions_iterations_runs_and_missing_files_are_not_foun
 
     plugin = new_plugin()
     run_id = log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     error = rpc_error(lambda: download(registry, plugin, version="42"))
     assert error.code() == grpc.StatusCode.NOT_FOUND and "version '42'" in error.details()
     error = rpc_error(lambda: registry.SubmitCandidate(candidate(plugin, "f" * 32, 0.6, "1", 0.5)))
@@ -346,6 +368,7 @@ def test_a_run_of_another_plugin_or_the_initial_run_is_refused_as_the_candidate(
                                                                                 tiny_model_dir) -> None:
     plugin, other = new_plugin(), new_plugin()
     initial = log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     foreign = log_trial(mlflow_client, other, "batch-1", "task-1", tiny_model_dir)
     error = rpc_error(lambda: registry.SubmitCandidate(candidate(plugin, foreign, 0.9, "1", 0.5)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -368,6 +391,7 @@ def test_the_default_mlflow_store_is_a_sqlite_file_under_the_state_dir(tmp_path:
     with InProcessService(lambda port: start(settings, Limits(), "127.0.0.1", port)) as service, \
             grpc.insecure_channel(service.address) as channel:
         registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        assert register_initial(registry, plugin).is_initial
         assert best_of(registry, plugin).is_initial
         archive, data = download(registry, plugin)
         assert hashlib.sha256(data).hexdigest() == archive.sha256

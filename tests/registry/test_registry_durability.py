@@ -16,7 +16,7 @@ from services.api.embedding_studio.v1 import registry_pb2 as pb
 from services.api.embedding_studio.v1 import registry_pb2_grpc
 from services.common.settings import Limits
 from tests.conftest import make_settings
-from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, promotions
+from tests.registry.helpers import candidate, log_initial, log_trial, new_plugin, promotions, register_initial
 from tests.servers import InProcessService, NatsServer, ServiceProcess
 
 
@@ -24,6 +24,7 @@ def test_mlflow_down_is_unavailable_naming_it_and_the_registry_recovers_when_it_
         registry, mlflow_client, mlflow_server, tiny_model_dir) -> None:
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
+    register_initial(registry, plugin)
     run_id = log_trial(mlflow_client, plugin, "batch-1", "task-1", tiny_model_dir)
     assert registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin)).model.version == "1"
 
@@ -56,7 +57,7 @@ def test_promotions_made_while_nats_is_down_are_announced_once_when_it_is_back_a
         with InProcessService(lambda port: start(settings, Limits(), "127.0.0.1", port)) as service, \
                 grpc.insecure_channel(service.address) as channel:
             registry = registry_pb2_grpc.RegistryServiceStub(channel)
-            registry.GetBestModel(pb.GetBestModelRequest(fine_tuning_method=plugin))
+            register_initial(registry, plugin)
             nats.stop()
             assert registry.SubmitCandidate(candidate(plugin, runs[0], 0.6, "1", 0.5)).promoted
             nats.start()
@@ -98,6 +99,8 @@ def test_two_registry_replicas_racing_two_winners_against_one_best_promote_exact
                 except grpc.RpcError as error:
                     return error
 
+        with grpc.insecure_channel(replicas[0].address) as channel:
+            register_initial(registry_pb2_grpc.RegistryServiceStub(channel), plugin)
         with ThreadPoolExecutor(2) as pool:
             first, second = pool.map(submit, range(2))
         with grpc.insecure_channel(replicas[0].address) as channel:

@@ -29,6 +29,7 @@ from services.common.mlflow_models import (
     TAG_PLUGIN,
     TAG_PLUGIN_VERSION,
     TAG_TASK,
+    find_initial_run,
     iteration_experiment_name,
     log_model_folder,
 )
@@ -135,15 +136,8 @@ class ExperimentsManager:
         return run.info.run_id
 
     def initial_run_id(self) -> str | None:
-        scope = self.scope()
-        experiment = self.client.get_experiment_by_name(INITIAL_EXPERIMENT)
-        if experiment is None:
-            return None
-        runs = self.client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{TAG_PLUGIN}` = '{scope.plugin.name}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0].info.run_id if runs else None
+        run = find_initial_run(self.client, self.scope().plugin.name)
+        return run.info.run_id if run else None
 
     # --- iterations and runs ------------------------------------------------------------------------
 

@@ -98,6 +98,18 @@ class ModelVersion(_message.Message):
     created_at: int
     def __init__(self, fine_tuning_method: _Optional[str] = ..., version: _Optional[str] = ..., is_initial: _Optional[bool] = ..., batch_id: _Optional[str] = ..., iteration_id: _Optional[str] = ..., run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ..., scores: _Optional[_Union[HeldOutScores, _Mapping]] = ..., is_best: _Optional[bool] = ..., reason: _Optional[str] = ..., compared_version: _Optional[str] = ..., compared_scores: _Optional[_Union[HeldOutScores, _Mapping]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[int] = ...) -> None: ...
 
+class RegisterInitialModelRequest(_message.Message):
+    __slots__ = ("fine_tuning_method",)
+    FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]
+    fine_tuning_method: str
+    def __init__(self, fine_tuning_method: _Optional[str] = ...) -> None: ...
+
+class RegisterInitialModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelVersion
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
+
 class GetBestModelRequest(_message.Message):
     __slots__ = ("fine_tuning_method",)
     FINE_TUNING_METHOD_FIELD_NUMBER: _ClassVar[int]

@@ -36,6 +36,11 @@ class RegistryServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.RegisterInitialModel = channel.unary_unary(
+                '/embedding_studio.v1.RegistryService/RegisterInitialModel',
+                request_serializer=embedding__studio_dot_v1_dot_registry__pb2.RegisterInitialModelRequest.SerializeToString,
+                response_deserializer=embedding__studio_dot_v1_dot_registry__pb2.RegisterInitialModelResponse.FromString,
+                _registered_method=True)
         self.GetBestModel = channel.unary_unary(
                 '/embedding_studio.v1.RegistryService/GetBestModel',
                 request_serializer=embedding__studio_dot_v1_dot_registry__pb2.GetBestModelRequest.SerializeToString,
@@ -93,8 +98,19 @@ class RegistryServiceServicer:
     lineage and the held-out scores that made it best, and serves its files.
     """
 
+    def RegisterInitialModel(self, request, context):
+        """RegisterInitialModel makes a plugin's initial model (the newest finished run the trainer logged for
+        it in the MLflow experiment "iteration / initial", on the plugin's first task) its version 1 and
+        best, when the plugin has no best version yet, and returns the best version. Idempotent: once a
+        plugin has a best version, it changes nothing. NOT_FOUND when no initial model is logged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetBestModel(self, request, context):
         """GetBestModel returns the version a search backend should serve now (the MLflow alias "champion").
+        It reads only: a plugin whose initial model is not registered yet is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +188,11 @@ class RegistryServiceServicer:
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'RegisterInitialModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterInitialModel,
+                    request_deserializer=embedding__studio_dot_v1_dot_registry__pb2.RegisterInitialModelRequest.FromString,
+                    response_serializer=embedding__studio_dot_v1_dot_registry__pb2.RegisterInitialModelResponse.SerializeToString,
+            ),
             'GetBestModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBestModel,
                     request_deserializer=embedding__studio_dot_v1_dot_registry__pb2.GetBestModelRequest.FromString,
@@ -234,6 +255,33 @@ class RegistryService:
     """RegistryService fronts MLflow: it answers which model version of a plugin is best, with its
     lineage and the held-out scores that made it best, and serves its files.
     """
+
+    @staticmethod
+    def RegisterInitialModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedding_studio.v1.RegistryService/RegisterInitialModel',
+            embedding__studio_dot_v1_dot_registry__pb2.RegisterInitialModelRequest.SerializeToString,
+            embedding__studio_dot_v1_dot_registry__pb2.RegisterInitialModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetBestModel(request,

@@ -27,6 +27,7 @@ from services.fine_tuning.data import (
     ArtifactStoreError,
     DatasetError,
     DatasetKey,
+    DatasetManifest,
     DatasetStore,
     SessionWithEvents,
     preparing_dataset,
@@ -38,14 +39,14 @@ T = TypeVar("T")
 
 
 def dataset_message(key: DatasetKey, status: pb.DatasetStatus.ValueType, uri: str = "",
-                    manifest: dict[str, Any] | None = None, error: str = "") -> pb.Dataset:
+                    manifest: DatasetManifest | None = None, error: str = "") -> pb.Dataset:
     dataset = pb.Dataset(dataset_id=key.dataset_id, fine_tuning_method=key.plugin_name,
                          plugin_version=key.plugin_version, batch_id=key.batch_id, status=status, uri=uri, error=error)
     if manifest is not None:
-        dataset.train_sessions = manifest["train_sessions"]
-        dataset.test_sessions = manifest["test_sessions"]
-        dataset.items = manifest["items"]
-        dataset.created_at = manifest["created_at"]
+        dataset.train_sessions = manifest.train_sessions
+        dataset.test_sessions = manifest.test_sessions
+        dataset.items = manifest.items
+        dataset.created_at = manifest.created_at
     return dataset
 
 
@@ -109,7 +110,7 @@ class DatasetMaker:
             reason = f"plugin {key.plugin_name!r} ({entry.path}) failed: {type(error).__name__}: {error}"
         else:
             await self._store_call(self._store.clear_failure, key)
-            log.info("dataset_ready", dataset_id=key.dataset_id, sessions=len(sessions), items=manifest["items"],
+            log.info("dataset_ready", dataset_id=key.dataset_id, sessions=len(sessions), items=manifest.items,
                      seconds=round(time.monotonic() - started, 3))
             return dataset_message(key, pb.DATASET_STATUS_READY, self._store.dataset_uri(key), manifest)
         return await self._failed(key, reason)
@@ -120,7 +121,7 @@ class DatasetMaker:
         return dataset_message(key, pb.DATASET_STATUS_FAILED, error=reason)
 
     def _run_plugin(self, entry: PluginEntry, key: DatasetKey, sessions: Sequence[SessionWithEvents]
-                    ) -> dict[str, Any]:
+                    ) -> DatasetManifest:
         plugin = entry.cls()
         with preparing_dataset(self._store, entry.meta, key.batch_id) as prepared:
             try:

@@ -21,6 +21,7 @@ from services.fine_tuning.data import (
     CLIPItemStorageProducer,
     DatasetError,
     DatasetKey,
+    DatasetManifest,
     DatasetNotFound,
     DatasetStore,
     DummyEventType,
@@ -87,7 +88,7 @@ def test_a_dataset_prepared_in_dataprep_is_returned_whole_by_the_trainers_prepar
     sessions[0].events.append(sessions[0].events[0].__class__(event_id="b", object_id="item-2", event_type="buy"))
     with preparing_dataset(store, META, "batch-1") as prepared:
         made = prepare_data(sessions, *text_pipeline(items_path))
-    assert prepared.manifest is not None and prepared.manifest["items"] == 10
+    assert prepared.manifest is not None and prepared.manifest.items == 10
     with loading_dataset(store, META, "batch-1") as loaded:
         # The trainer passes no clickstream and the items are gone: nothing is parsed or downloaded.
         items_path.unlink()
@@ -113,6 +114,38 @@ def test_datasets_are_keyed_by_plugin_name_version_and_batch(store: DatasetStore
     assert store.manifest(DatasetKey.of(META, "batch-1")) is not None
 
 
+def bare_manifest(key: DatasetKey) -> DatasetManifest:
+    return DatasetManifest(format="embedding-studio-dataset/1", dataset_id=key.dataset_id, plugin_name=key.plugin_name,
+                           plugin_version=key.plugin_version, batch_id=key.batch_id, created_at=0, item_kind="text",
+                           train_sessions=0, test_sessions=0, items=0)
+
+
+# manifest.json as the code before `DatasetManifest` wrote it (a dict), on a local store and on S3.
+MANIFEST_BEFORE_THE_DATACLASS = {
+    "format": "embedding-studio-dataset/1", "dataset_id": "seam-test--2-0--batch-1--0123456789",
+    "plugin_name": "Seam Test", "plugin_version": "2.0", "batch_id": "batch-1", "created_at": 1764633600,
+    "item_kind": "text", "train_sessions": 12, "test_sessions": 3, "items": 10,
+    "files": {"sessions.parquet": {"sha256": "ab" * 32, "bytes": 2048}, "items.parquet": {"sha256": "cd" * 32,
+                                                                                          "bytes": 1024}},
+}
+
+
+@pytest.mark.parametrize("location", [None, "5f0c"])
+def test_a_manifest_written_before_the_dataclass_reads_back_and_writes_the_same_json(location: str | None) -> None:
+    written = {**MANIFEST_BEFORE_THE_DATACLASS, **({"location": location} if location else {})}
+    manifest = DatasetManifest.from_json(json.dumps(written, indent=1).encode())
+    assert (manifest.items, manifest.location, manifest.files["items.parquet"].bytes) == (10, location, 1024)
+    assert json.loads(manifest.to_json()) == written
+
+
+def test_an_unreadable_manifest_is_a_dataset_error_naming_what_is_missing() -> None:
+    with pytest.raises(DatasetError, match=r"unreadable dataset manifest \(KeyError: 'items'\)"):
+        DatasetManifest.from_json(json.dumps({k: v for k, v in MANIFEST_BEFORE_THE_DATACLASS.items()
+                                              if k != "items"}).encode())
+    with pytest.raises(DatasetError, match="unreadable dataset manifest"):
+        DatasetManifest.from_json(b"{not json")
+
+
 class CrashAfterFirstFile(dict):
     """Files whose iteration dies after the first one, as a process killed mid-write would."""
 
@@ -125,7 +158,7 @@ class CrashAfterFirstFile(dict):
 def test_a_crash_mid_write_leaves_no_visible_dataset_and_a_retry_publishes_it(
         store: DatasetStore, items_path: Path) -> None:
     key = DatasetKey.of(META, "batch-1")
-    manifest = {"format": "embedding-studio-dataset/1", "files": {}}
+    manifest = bare_manifest(key)
     with pytest.raises(KeyboardInterrupt):
         store.publish(key, CrashAfterFirstFile({"sessions.parquet": b"x", "items.parquet": b"y"}), manifest)
     assert store.manifest(key) is None
@@ -172,7 +205,7 @@ def test_opening_an_s3_store_removes_killed_writers_stale_attempts_only(s3: S3Se
     bucket, client = s3.new_bucket(), s3.client()
     uri = f"s3://{bucket}/es"
     published, crashed = DatasetKey.of(META, "batch-1"), DatasetKey.of(META, "batch-2")
-    manifest = DatasetStore.open(uri).publish(published, {"sessions.parquet": b"whole"}, {"files": {}})
+    manifest = DatasetStore.open(uri).publish(published, {"sessions.parquet": b"whole"}, bare_manifest(published))
 
     def leftover(key: DatasetKey, attempt: str) -> str:
         object_key = f"es/datasets/{key.dataset_id}/{attempt}/sessions.parquet"
@@ -212,7 +245,7 @@ def test_stored_files_are_open_formats_checked_against_the_manifest(tmp_path: Pa
         prepare_data(clickstream(), *text_pipeline(items_path))
     folder = Path(store.dataset_uri(DatasetKey.of(META, "batch-1")))
     assert sorted(p.name for p in folder.iterdir()) == ["items.parquet", "manifest.json", "sessions.parquet"]
-    assert json.loads((folder / "manifest.json").read_text()) == prepared.manifest
+    assert DatasetManifest.from_json((folder / "manifest.json").read_bytes()) == prepared.manifest
     sessions = pq.read_table(folder / "sessions.parquet").to_pylist()
     assert {row["split"] for row in sessions} == {"train", "test"} and sessions[0]["results"][0]["position"] == 1
     (folder / "items.parquet").write_bytes(b"tampered")

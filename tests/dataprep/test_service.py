@@ -190,7 +190,7 @@ def test_with_s3_items_and_s3_artifacts_the_dataset_is_stored_in_the_bucket(
     assert dataset.uri.startswith(f"s3://{bucket}/artifacts/datasets/")
     plugin = discover_plugins(PLUGINS).create(TEXT)
     store = DatasetStore.open(settings.artifacts_uri)
-    assert store.manifest(DatasetKey.of(plugin.meta, batch_id))["items"] == 10
+    assert store.manifest(DatasetKey.of(plugin.meta, batch_id)).items == 10
     with loading_dataset(store, plugin.meta, batch_id):
         assert plugin.get_fine_tuning_builder([]).ranking_data.items["item-2"] == "s3 text 2"
 

@@ -59,7 +59,7 @@ def run_as_the_platform_does(catalog: PluginCatalog, name: str, clickstream: lis
     store = DatasetStore.open(str(artifacts))
     with preparing_dataset(store, meta, "batch-1") as prepared:  # dataprep
         catalog.create(name).get_fine_tuning_builder(clickstream)
-    assert prepared.manifest is not None and prepared.manifest["item_kind"] == "image"
+    assert prepared.manifest is not None and prepared.manifest.item_kind == "image"
     plugin = catalog.create(name)  # the trainer
     with iteration_scope(meta, batch_id="batch-1", task_id="task-1"):
         plugin.upload_initial_model()

@@ -4,6 +4,7 @@ splitter, query retrievers, item loaders, the fields normalizer, item storage pr
 result)."""
 
 from services.fine_tuning.data.clickstream import SessionEvent, SessionWithEvents, ShownResult
+from services.fine_tuning.data.dataset_format import DatasetKey, DatasetManifest
 from services.fine_tuning.data.errors import (
     ArtifactStoreError,
     DatasetError,
@@ -28,8 +29,6 @@ from services.fine_tuning.data.parser import (
 from services.fine_tuning.data.ranking import RankingData, sample_negatives
 from services.fine_tuning.data.retriever import QueryRetriever, TextQueryRetriever
 from services.fine_tuning.data.seam import (
-    DatasetKey,
-    DatasetStore,
     LoadedDataset,
     PreparedDataset,
     loading_dataset,
@@ -38,6 +37,7 @@ from services.fine_tuning.data.seam import (
 )
 from services.fine_tuning.data.splitter import ClickstreamSessionsSplitter
 from services.fine_tuning.data.storage import CLIPItemStorageProducer, ItemStorage, ItemStorageProducer
+from services.fine_tuning.data.stores import DatasetStore
 
 __all__ = [
     "AWSS3ClickstreamParser",
@@ -51,6 +51,7 @@ __all__ = [
     "DatasetError",
     "DatasetFieldsNormalizer",
     "DatasetKey",
+    "DatasetManifest",
     "DatasetNotFound",
     "DatasetStore",
     "DummyEventType",

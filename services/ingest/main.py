@@ -42,7 +42,6 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
     async def shutdown() -> None:
         log.info("stopping", service=SERVICE_NAME)
         await grpc_host.stop()
-        servicer.close()
         await relay.stop()
         await experiments.stop()
         await nats.close()

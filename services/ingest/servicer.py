@@ -44,17 +44,10 @@ class ClickstreamServicer(clickstream_pb2_grpc.ClickstreamServiceServicer):
         self._limits = limits
         self._validate = Validator(limits)
         self._on_outbox_write = on_outbox_write
-        # SQLite takes one writer at a time: writes queue for one thread rather than parking several
-        # threads on the store's single writer connection, whose hand-offs cost more than the writes.
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer") if store.single_writer else None
         self._registrations = _GroupCommit(self._register_group, REGISTRATION_GROUP_SESSIONS)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.shutdown()
-
     async def _write(self, fn: Callable[..., T], *args: object) -> T:
-        return await self._run(fn, *args, executor=self._writer)
+        return await self._run(fn, *args, executor=self._store.write_executor)
 
     async def _run(self, fn: Callable[..., T], *args: object, executor: ThreadPoolExecutor | None = None) -> T:
         try:

@@ -16,6 +16,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,9 @@ class OutboxMessage:
 
 
 class ClickstreamStore:
-    """Blocking store API; the gRPC servicer calls it from worker threads."""
+    """Blocking store API; the gRPC servicer calls it from worker threads, its writes on
+    `write_executor` (one thread for SQLite's single writer; None, the default pool, for PostgreSQL),
+    which `close` shuts down."""
 
     def __init__(self, url: str, shown_cache_size: int = 200_000) -> None:
         self.url = url
@@ -168,7 +171,9 @@ class ClickstreamStore:
             self._writer = sqlite_engine(url, begin="BEGIN IMMEDIATE", pool_size=1, max_overflow=0)
             self._reader = sqlite_engine(url, begin="BEGIN", pool_size=5, max_overflow=10)
             dialect_insert = sqlite.insert
-            self.single_writer = True
+            # Writes queue for one thread rather than parking several threads on the single writer
+            # connection, whose hand-offs cost more than the writes.
+            self.write_executor: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="ingest-writer")
         elif self.dialect == "postgresql":
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
@@ -178,7 +183,7 @@ class ClickstreamStore:
             )
             self._reader = self._writer
             dialect_insert = postgresql.insert
-            self.single_writer = False
+            self.write_executor = None  # the event loop's default pool: PostgreSQL takes concurrent writers
         else:
             raise ValueError(f"ES_CLICKSTREAM_DB_URL: unsupported database '{self.dialect}' (use sqlite or postgresql)")
         # The statements of every registration and event write, compiled for this database once.
@@ -209,6 +214,8 @@ class ClickstreamStore:
             raise Unavailable(f"clickstream database {self.url} is unavailable: {error.orig}") from error
 
     def close(self) -> None:
+        if self.write_executor is not None:
+            self.write_executor.shutdown()
         self._writer.dispose()
         self._reader.dispose()
 

@@ -27,12 +27,26 @@ from services.client.channels import open_channel
 from services.common.settings import Settings, default_plugins_path
 
 SERVICES = ("ingest", "dataprep", "registry", "trainer")
+# The name each service's health is checked under.
+HEALTH_NAMES = {"ingest": "embedding_studio.v1.ClickstreamService", "dataprep": "embedding_studio.v1.DataPrepService",
+                "registry": "embedding_studio.v1.RegistryService", "trainer": "embedding_studio.v1.TrainerService"}
+
+
+def free_ports(count: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+    """`count` distinct free loopback ports, none in `exclude`: every probe socket stays bound until all
+    are chosen, so the kernel cannot hand out one port twice (as it may to probes closed one by one)."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            if (port := sock.getsockname()[1]) not in exclude:
+                ports.append(port)
+        return ports
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def _default_port(service: str) -> int | None:
@@ -98,10 +112,12 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _grpc_serving(address: str, settings: Settings) -> bool:
+def _grpc_serving(address: str, settings: Settings, service: str) -> bool:
+    """Whether `service` (its full gRPC name) is SERVING at `address`: another service answering there is not it."""
     with open_channel(address, settings) as channel:  # TLS when the services serve it
         try:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                               timeout=1).status
         except grpc.RpcError:
             return False
     return status == health_pb2.HealthCheckResponse.SERVING
@@ -167,15 +183,13 @@ class LocalStack:
                                 {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, own_group=True)
             _wait(child, lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 120)
             env["ES_MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
-        to_start = []
+        to_start = [service for service in SERVICES if f"ES_{service.upper()}_ADDR" not in configured]
+        ports = {service: self.default_ports and _default_port(service) for service in to_start}
+        spare = iter(free_ports(sum(not port for port in ports.values()), frozenset(p for p in ports.values() if p)))
         for service in SERVICES:
             variable = f"ES_{service.upper()}_ADDR"
-            if variable in configured:
-                env[variable] = configured[variable]
-            else:
-                port = (self.default_ports and _default_port(service)) or free_port()
-                env[variable] = f"127.0.0.1:{port}"
-                to_start.append(service)
+            port = (ports[service] or next(spare)) if service in ports else None
+            env[variable] = configured[variable] if port is None else f"127.0.0.1:{port}"
         service_env = {**os.environ, **env}
         es = [sys.executable, "-m", "services.cli", "serve"]
         started = []
@@ -185,7 +199,7 @@ class LocalStack:
             started.append(self._spawn(service, [*es, service, "--port", port], f"127.0.0.1:{port}", service_env))
         settings = Settings()
         for child in started:
-            _wait(child, lambda c=child: _grpc_serving(c.address, settings), 180)
+            _wait(child, lambda c=child: _grpc_serving(c.address, settings, HEALTH_NAMES[c.name]), 180)
         self.env = env
         return env
 

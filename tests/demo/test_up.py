@@ -60,3 +60,12 @@ def test_es_up_serves_every_service_until_sigterm(tmp_path: Path, certificates: 
     refused = subprocess.run([str(VENV_BIN / "es"), "health", exports["ES_INGEST_ADDR"], "--timeout", "1"],
                              env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr
+
+
+def test_the_stacks_free_ports_are_distinct_and_avoid_the_ports_already_taken() -> None:
+    # Probes closed one at a time may be handed the same port twice; the stack's services then collide.
+    from services.launcher import free_ports
+
+    taken = frozenset(free_ports(5))
+    ports = free_ports(60, exclude=taken)
+    assert len(set(ports)) == 60 and not taken & set(ports)

@@ -23,13 +23,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.api.embedding_studio.v1 import clickstream_pb2, dataprep_pb2, registry_pb2, trainer_pb2
 from services.client.channels import open_channel
 from services.common.settings import Settings, default_plugins_path
 
 SERVICES = ("ingest", "dataprep", "registry", "trainer")
-# The name each service's health is checked under.
-HEALTH_NAMES = {"ingest": "embedding_studio.v1.ClickstreamService", "dataprep": "embedding_studio.v1.DataPrepService",
-                "registry": "embedding_studio.v1.RegistryService", "trainer": "embedding_studio.v1.TrainerService"}
+# The name each service's health is checked under: its gRPC service's full name, from the contracts.
+HEALTH_NAMES = {service: module.DESCRIPTOR.services_by_name[name].full_name for service, module, name in (
+    ("ingest", clickstream_pb2, "ClickstreamService"), ("dataprep", dataprep_pb2, "DataPrepService"),
+    ("registry", registry_pb2, "RegistryService"), ("trainer", trainer_pb2, "TrainerService"))}
 
 
 def free_ports(count: int, exclude: frozenset[int] = frozenset()) -> list[int]:

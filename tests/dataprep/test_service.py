@@ -14,7 +14,8 @@ from services.api.embedding_studio.v1 import dataprep_pb2 as pb
 from services.client.channels import open_channel
 from services.common.nats import DATASET_FAILED, DATASET_READY
 from services.common.settings import Limits, Settings
-from services.fine_tuning.data import DatasetKey, DatasetStore, ItemStorageProducer, loading_dataset, prepare_data
+from services.fine_tuning.context import plugin_call
+from services.fine_tuning.data import DatasetKey, DatasetStore, ItemStorageProducer, LoadDataset, prepare_data
 from services.fine_tuning.discovery import discover_plugins
 from tests.conftest import MALFORMED_BATCH_IDS
 from tests.dataprep.conftest import PLUGINS, write_items
@@ -46,9 +47,10 @@ def test_prepare_dataset_makes_the_plugins_dataset_of_a_released_batch(
     got = dataprep.GetDataset(pb.GetDatasetRequest(fine_tuning_method=TEXT, batch_id=batch_id)).dataset
     assert got == dataset
 
-    # The trainer's side: the same plugin, inside loading_dataset, gets the stored data.
+    # The trainer's side: the same plugin, inside plugin_call with LoadDataset, gets the stored data.
     plugin = discover_plugins(PLUGINS).create(TEXT)
-    with loading_dataset(DatasetStore.open(dataprep_settings.artifacts_uri), plugin.meta, batch_id):
+    stored = LoadDataset(DatasetStore.open(dataprep_settings.artifacts_uri))
+    with plugin_call(plugin.meta, batch_id=batch_id, dataset=stored):
         builder = plugin.get_fine_tuning_builder([])
     assert len(builder.ranking_data.train) == dataset.train_sessions
     assert builder.ranking_data.items["item-4"] == "text of item 4"
@@ -166,7 +168,8 @@ def test_the_stored_dataset_survives_the_service_and_needs_no_items_to_load(
     prepare(dataprep, batch_id=batch_id)
     items_file.unlink()
     plugin = discover_plugins(PLUGINS).create(TEXT)
-    with loading_dataset(DatasetStore.open(dataprep_settings.artifacts_uri), plugin.meta, batch_id):
+    stored = LoadDataset(DatasetStore.open(dataprep_settings.artifacts_uri))
+    with plugin_call(plugin.meta, batch_id=batch_id, dataset=stored):
         data = prepare_data([], plugin.parser, plugin.splitter, plugin.retriever, plugin.data_loader,
                             ItemStorageProducer())
     assert len(data.items) == 10
@@ -191,7 +194,7 @@ def test_with_s3_items_and_s3_artifacts_the_dataset_is_stored_in_the_bucket(
     plugin = discover_plugins(PLUGINS).create(TEXT)
     store = DatasetStore.open(settings.artifacts_uri)
     assert store.manifest(DatasetKey.of(plugin.meta, batch_id)).items == 10
-    with loading_dataset(store, plugin.meta, batch_id):
+    with plugin_call(plugin.meta, batch_id=batch_id, dataset=LoadDataset(store)):
         assert plugin.get_fine_tuning_builder([]).ranking_data.items["item-2"] == "s3 text 2"
 
 

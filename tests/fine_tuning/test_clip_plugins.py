@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-from services.fine_tuning.data import DatasetStore, SessionWithEvents, loading_dataset, preparing_dataset
+from services.fine_tuning.context import plugin_call
+from services.fine_tuning.data import DatasetStore, LoadDataset, PublishDataset, SessionWithEvents
 from services.fine_tuning.discovery import PluginCatalog, discover_plugins
 from services.fine_tuning.plugin import FineTuningMethod
 from services.fine_tuning.training import (
@@ -25,7 +26,6 @@ from services.fine_tuning.training import (
     MINILM_INITIAL_PARAMS,
     IterationResult,
     TextToImageCLIPModel,
-    iteration_scope,
 )
 from services.fine_tuning.training.builder import load_run_model
 from tests.fine_tuning.clip_helpers import COLORS, color_clickstream, picture
@@ -57,13 +57,14 @@ def run_as_the_platform_does(catalog: PluginCatalog, name: str, clickstream: lis
                              artifacts: Path) -> tuple[FineTuningMethod, IterationResult]:
     meta = catalog.get(name).meta
     store = DatasetStore.open(str(artifacts))
-    with preparing_dataset(store, meta, "batch-1") as prepared:  # dataprep
+    prepared = PublishDataset(store)
+    with plugin_call(meta, batch_id="batch-1", dataset=prepared):  # dataprep
         catalog.create(name).get_fine_tuning_builder(clickstream)
     assert prepared.manifest is not None and prepared.manifest.item_kind == "image"
     plugin = catalog.create(name)  # the trainer
-    with iteration_scope(meta, batch_id="batch-1", task_id="task-1"):
+    with plugin_call(meta, batch_id="batch-1", task_id="task-1"):
         plugin.upload_initial_model()
-        with loading_dataset(store, meta, "batch-1"):
+        with plugin_call(meta, batch_id="batch-1", dataset=LoadDataset(store)):
             builder = plugin.get_fine_tuning_builder([])
         start = load_run_model(plugin.manager, plugin.manager.initial_run_id(),
                                builder.fine_tuning_settings.max_seq_length)

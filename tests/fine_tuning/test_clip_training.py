@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from services.common.mlflow_models import TAG_SHA256
+from services.fine_tuning.context import plugin_call
 from services.fine_tuning.data import (
     ClickstreamParser,
     ClickstreamSessionsSplitter,
@@ -29,7 +30,6 @@ from services.fine_tuning.training import (
     FineTuningSettings,
     MetricsAccumulator,
     TextToImageCLIPModel,
-    iteration_scope,
 )
 from services.fine_tuning.training.builder import load_run_model
 from tests.fine_tuning.clip_helpers import COLORS, color_clickstream, object_id, picture
@@ -59,7 +59,7 @@ def test_clip_fine_tuning_on_clicked_pictures_runs_end_to_end_and_its_model_load
         dataset_fields_normalizer=None, item_storage_producer=None, accumulators=manager.accumulators.values(),
         experiments_manager=manager, fine_tuning_settings=settings, initial_params=SPACE, ranking_data=data,
         initial_max_evals=1)
-    with iteration_scope(META, batch_id="batch-1", task_id="task-1"):
+    with plugin_call(META, batch_id="batch-1", task_id="task-1"):
         result = builder.run(tiny_clip)
 
     run = result.runs[0]

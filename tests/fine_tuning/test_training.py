@@ -18,6 +18,7 @@ from services.common.mlflow_models import TAG_SHA256
 from services.evaluation.metrics import score_rankings
 from services.evaluation.retrieval import encode, top_k
 from services.evaluation.simulation import split_queries
+from services.fine_tuning.context import plugin_call
 from services.fine_tuning.discovery import discover_plugins
 from services.fine_tuning.plugin import PluginMeta
 from services.fine_tuning.training import (
@@ -27,7 +28,6 @@ from services.fine_tuning.training import (
     HeldOutQueries,
     MetricsAccumulator,
     TextToTextModel,
-    iteration_scope,
 )
 from services.fine_tuning.training.catalog import CatalogPairs
 from services.fine_tuning.training.click_model import PositionClickModel, position_weight
@@ -60,7 +60,7 @@ def test_fine_tuning_keeps_the_best_checkpoint_and_records_the_runs(minilm: Text
     batch = small_batch(minilm, tmp_path / "data")
     manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10", [MetricsAccumulator("train_loss", True)])
     builder = builder_for(batch, manager, SPACE, evals=1)
-    with iteration_scope(META, batch_id="batch-1", task_id="task-1"):
+    with plugin_call(META, batch_id="batch-1", task_id="task-1"):
         result = builder.run(minilm)
     run = result.runs[0]
     losses = [metrics["train_loss"] for _, metrics in run.history if "train_loss" in metrics]
@@ -82,7 +82,7 @@ def test_fine_tuning_keeps_the_best_checkpoint_and_records_the_runs(minilm: Text
     assert "train_loss_mean" in runs[0].data.metrics
     assert len(client.get_metric_history(runs[0].info.run_id, "test_ndcg_at_10")) == len(run.history)
 
-    with iteration_scope(META, batch_id="batch-1", task_id="task-1"):
+    with plugin_call(META, batch_id="batch-1", task_id="task-1"):
         resumed = builder_for(batch, manager, SPACE, evals=1).run(minilm)
     assert resumed.runs == []  # nothing trained again
     assert resumed.best_run_id == result.best_run_id
@@ -95,7 +95,7 @@ def test_a_search_whose_checkpoints_never_beat_the_start_model_records_that_and_
     manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10", [MetricsAccumulator("train_loss", True)])
     ruinous = {**SPACE, "num_fixed_layers": [0], "items_lr": [0.5]}  # a rate that wrecks the model at once
     builder = builder_for(batch, manager, ruinous, evals=1, epochs=1)
-    with iteration_scope(META, batch_id="batch-start", task_id="task-start"):
+    with plugin_call(META, batch_id="batch-start", task_id="task-start"):
         result = builder.run(minilm)
     assert result.best_is_start and result.model is minilm
     assert result.best_scores == result.start_scores
@@ -103,7 +103,7 @@ def test_a_search_whose_checkpoints_never_beat_the_start_model_records_that_and_
     run = client.get_run(result.best_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["es.best_is_start"] == "true"
     assert TAG_SHA256 not in run.data.tags and not client.list_artifacts(run.info.run_id)
-    with iteration_scope(META, batch_id="batch-start", task_id="task-start"):  # a resumed search knows it too
+    with plugin_call(META, batch_id="batch-start", task_id="task-start"):  # a resumed search knows it too
         resumed = builder_for(batch, manager, ruinous, evals=1, epochs=1).run(minilm)
     assert resumed.best_is_start and resumed.runs == []
 
@@ -114,7 +114,7 @@ def test_a_search_trains_on_one_pair_per_query_and_clicked_item_when_the_setting
     data = batch.ranking_data
     manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10")
     builder = builder_for(batch, manager, SPACE, evals=1, epochs=1, click_weighting="posterior")
-    with iteration_scope(META, batch_id="batch-posterior", task_id="task-posterior"):
+    with plugin_call(META, batch_id="batch-posterior", task_id="task-posterior"):
         result = builder.run(minilm)
     click_model = PositionClickModel.fit([*data.train, *data.test], 1.0)
     judged = make_judged_examples(data.train, batch.retriever, 2, click_model, 1.0, seed=0)
@@ -128,7 +128,7 @@ def test_failed_trials_are_recorded_as_failed_with_the_reason(minilm: TextToText
     batch = small_batch(minilm, tmp_path / "data", sessions=200)
     manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10")
     space = {**SPACE, "num_fixed_layers": [6]}  # freezing 6 of 6 layers is an error
-    with iteration_scope(META, batch_id="batch-2", task_id="task-2"), \
+    with plugin_call(META, batch_id="batch-2", task_id="task-2"), \
             pytest.raises(RuntimeError, match="every trial of the search failed"):
         builder_for(batch, manager, space, evals=1).run(minilm)
     client = MlflowClient(tracking_uri)
@@ -151,7 +151,7 @@ def test_a_search_stopped_mid_trial_resumes_with_the_trials_an_uninterrupted_one
                                   order_by=["attributes.start_time ASC"])
         return [(r.info.status, r.data.params["items_lr"] + "/" + r.data.params["items_weight_decay"]) for r in runs]
 
-    with iteration_scope(META, batch_id="batch-resume", task_id="straight"):
+    with plugin_call(META, batch_id="batch-resume", task_id="straight"):
         builder_for(batch, manager, space, evals=3, epochs=1).run(minilm)
     straight = finished("straight")
     assert [status for status, _ in straight] == ["FINISHED"] * 3
@@ -162,10 +162,10 @@ def test_a_search_stopped_mid_trial_resumes_with_the_trials_an_uninterrupted_one
     def stop_in_trial_two(progress) -> None:
         stop["now"] = stop["now"] or (progress.trial == 2 and progress.progress is not None)
 
-    with iteration_scope(META, batch_id="batch-resume", task_id="stopped"), pytest.raises(TrainingCanceled):
+    with plugin_call(META, batch_id="batch-resume", task_id="stopped"), pytest.raises(TrainingCanceled):
         builder_for(batch, manager, space, evals=3, epochs=1).run(minilm, on_progress=stop_in_trial_two,
                                                                   should_stop=lambda: stop["now"])
-    with iteration_scope(META, batch_id="batch-resume", task_id="stopped"):
+    with plugin_call(META, batch_id="batch-resume", task_id="stopped"):
         builder_for(batch, manager, space, evals=3, epochs=1).run(minilm)
     resumed = finished("stopped")
     assert [status for status, _ in resumed] == ["FINISHED", "KILLED", "FINISHED", "FINISHED"]
@@ -224,7 +224,7 @@ def test_a_run_mixes_in_catalog_pairs_only_when_the_settings_have_them(minilm: T
     manager = ExperimentsManager(tracking_uri, "test_ndcg_at_10")
     builder = builder_for(batch, manager, SPACE, evals=1, epochs=1)
     builder.fine_tuning_settings = dataclasses.replace(builder.fine_tuning_settings, catalog=catalog)
-    with iteration_scope(META, batch_id=f"batch-catalog-{catalog is None}", task_id="task-catalog"):
+    with plugin_call(META, batch_id=f"batch-catalog-{catalog is None}", task_id="task-catalog"):
         result = builder.run(minilm)
     click_model = PositionClickModel.fit([*data.train, *data.test], 1.0)
     clicks = make_click_examples(data.train, batch.retriever, 2, position_weight("relevance", click_model, 10.0),

@@ -29,11 +29,9 @@ from services.fine_tuning.data.parser import (
 from services.fine_tuning.data.ranking import RankingData, sample_negatives
 from services.fine_tuning.data.retriever import QueryRetriever, TextQueryRetriever
 from services.fine_tuning.data.seam import (
-    LoadedDataset,
-    PreparedDataset,
-    loading_dataset,
+    LoadDataset,
+    PublishDataset,
     prepare_data,
-    preparing_dataset,
 )
 from services.fine_tuning.data.splitter import ClickstreamSessionsSplitter
 from services.fine_tuning.data.storage import CLIPItemStorageProducer, ItemStorage, ItemStorageProducer
@@ -59,10 +57,10 @@ __all__ = [
     "ItemStorage",
     "ItemStorageProducer",
     "ItemsSourceLoader",
-    "LoadedDataset",
+    "LoadDataset",
     "MissingItems",
     "NoUsableSessions",
-    "PreparedDataset",
+    "PublishDataset",
     "QueryItem",
     "QueryRetriever",
     "RankingData",
@@ -74,8 +72,6 @@ __all__ = [
     "TextQueryRetriever",
     "UnreadableItems",
     "WeightedEventType",
-    "loading_dataset",
     "prepare_data",
-    "preparing_dataset",
     "sample_negatives",
 ]

@@ -3,12 +3,13 @@ returns the stored dataset where the model is trained, so a plugin written as in
 unchanged on both sides.
 
 - Outside any context, `prepare_data(...)` runs the pipeline in-process and returns the `RankingData`.
-- Inside `preparing_dataset(store, plugin_meta, batch_id)` (dataprep), it runs the pipeline and
-  publishes the dataset to the store.
-- Inside `loading_dataset(store, plugin_meta, batch_id)` (the trainer), it ignores its clickstream
-  and returns the stored dataset, rebuilt with the plugin's own query item and search result types.
+- Inside `plugin_call(plugin_meta, batch_id=..., dataset=PublishDataset(store))` (dataprep), it runs
+  the pipeline and publishes the dataset to the store.
+- Inside `plugin_call(plugin_meta, batch_id=..., dataset=LoadDataset(store))` (the trainer), it ignores
+  its clickstream and returns the stored dataset, rebuilt with the plugin's own query item and search
+  result types.
 
-The context is a `ContextVar`: enter it in the thread (or asyncio task) that calls the plugin.
+`plugin_call` (services/fine_tuning/context.py) is also what tells the `ExperimentsManager` its iteration.
 
 A dataset is stored under (plugin name, plugin version, batch) in open formats: `sessions.parquet`
 (`ranking.SESSIONS_SCHEMA`), `items.parquet` (item_id, item) and `manifest.json`; it becomes visible
@@ -17,13 +18,12 @@ only when complete (see `DatasetStore`).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from services.fine_tuning.context import current_plugin_call
 from services.fine_tuning.data.clickstream import SessionWithEvents
 from services.fine_tuning.data.dataset_format import DatasetKey, DatasetManifest, read_dataset, write_dataset
 from services.fine_tuning.data.errors import ArtifactStoreError, DatasetError
@@ -35,70 +35,47 @@ from services.fine_tuning.data.retriever import QueryRetriever
 from services.fine_tuning.data.splitter import ClickstreamSessionsSplitter
 from services.fine_tuning.data.storage import ItemStorageProducer
 from services.fine_tuning.data.stores import DatasetStore
-from services.fine_tuning.plugin import PluginMeta
 
 
 @dataclass
-class PreparedDataset:
-    """What `preparing_dataset` yields; `manifest` is set once the plugin's `prepare_data` published it."""
+class PublishDataset:
+    """`plugin_call`'s dataset mode in dataprep: `prepare_data` runs the pipeline and publishes the dataset
+    of the call's (plugin, batch) to `store`; `manifest` is set once it did."""
 
     store: DatasetStore
-    key: DatasetKey
     manifest: DatasetManifest | None = None
 
 
 @dataclass
-class LoadedDataset:
-    """What `loading_dataset` yields; `ranking_data` is set by (and cached for) `prepare_data`."""
+class LoadDataset:
+    """`plugin_call`'s dataset mode in the trainer: `prepare_data` returns the stored dataset of the call's
+    (plugin, batch) from `store` and ignores its clickstream; `ranking_data` caches what it read."""
 
     store: DatasetStore
-    key: DatasetKey
     ranking_data: RankingData | None = None
-
-
-_context: ContextVar[PreparedDataset | LoadedDataset | None] = ContextVar("es_dataset_context", default=None)
-
-
-@contextlib.contextmanager
-def preparing_dataset(store: DatasetStore, plugin_meta: PluginMeta, batch_id: str) -> Iterator[PreparedDataset]:
-    """Inside it, `prepare_data` runs the pipeline and publishes the dataset of (plugin, batch)."""
-    state = PreparedDataset(store, DatasetKey.of(plugin_meta, batch_id))
-    token = _context.set(state)
-    try:
-        yield state
-    finally:
-        _context.reset(token)
-
-
-@contextlib.contextmanager
-def loading_dataset(store: DatasetStore, plugin_meta: PluginMeta, batch_id: str) -> Iterator[LoadedDataset]:
-    """Inside it, `prepare_data` returns the stored dataset of (plugin, batch) and ignores its clickstream."""
-    state = LoadedDataset(store, DatasetKey.of(plugin_meta, batch_id))
-    token = _context.set(state)
-    try:
-        yield state
-    finally:
-        _context.reset(token)
 
 
 def prepare_data(clickstream: Sequence[SessionWithEvents], parser: ClickstreamParser,
                  splitter: ClickstreamSessionsSplitter, retriever: QueryRetriever, loader: DataLoader,
                  storage_producer: ItemStorageProducer) -> RankingData:
     """The seed's `prepare_data`: parse, split (leak-free, seeded), load the shown items, produce the
-    item storage; or, inside `loading_dataset`, the stored result (see the module docstring)."""
-    state = _context.get()
-    if isinstance(state, LoadedDataset):
-        if state.ranking_data is None:
-            state.ranking_data = read_dataset(state.store, state.key, parser, storage_producer)
-        return state.ranking_data
+    item storage; or, in a `plugin_call` with a dataset mode, what that mode says (the module docstring)."""
+    call = current_plugin_call()
+    mode = call.dataset if call else None
+    if isinstance(mode, LoadDataset):
+        if mode.ranking_data is None:
+            mode.ranking_data = read_dataset(mode.store, DatasetKey.of(call.plugin, call.batch_id), parser,
+                                             storage_producer)
+        return mode.ranking_data
     data = run_pipeline(clickstream, parser, splitter, retriever, loader, storage_producer)
-    if isinstance(state, PreparedDataset):
-        if state.manifest is not None:
-            raise DatasetError("prepare_data was called twice inside one preparing_dataset; a plugin makes one "
-                               "dataset per batch")
+    if isinstance(mode, PublishDataset):
+        key = DatasetKey.of(call.plugin, call.batch_id)
+        if mode.manifest is not None:
+            raise DatasetError("prepare_data was called twice inside one plugin_call that publishes a dataset; a "
+                               "plugin makes one dataset per batch")
         try:
-            state.manifest = write_dataset(state.store, state.key, data)
+            mode.manifest = write_dataset(mode.store, key, data)
         except (OSError, BotoCoreError, ClientError) as error:
-            raise ArtifactStoreError(f"cannot publish dataset {state.key.dataset_id} to {state.store.uri}: "
+            raise ArtifactStoreError(f"cannot publish dataset {key.dataset_id} to {mode.store.uri}: "
                                      f"{error}") from error
     return data

@@ -4,7 +4,7 @@ from services.fine_tuning.training.accumulators import MetricsAccumulator
 from services.fine_tuning.training.builder import FineTuningBuilder, IterationResult, TrialProgress
 from services.fine_tuning.training.catalog import CatalogPairs
 from services.fine_tuning.training.evaluation import HeldOutQueries, HeldOutScores
-from services.fine_tuning.training.experiments import ExperimentsManager, iteration_scope
+from services.fine_tuning.training.experiments import ExperimentsManager
 from services.fine_tuning.training.losses import (
     ClickContrastiveLoss,
     CosineProbMarginRankingLoss,
@@ -46,6 +46,5 @@ __all__ = [
     "TextToImageCLIPModel",
     "TextToTextModel",
     "TrialProgress",
-    "iteration_scope",
     "load_model",
 ]

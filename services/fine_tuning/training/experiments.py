@@ -7,12 +7,10 @@ and the sha256 of their archive recorded with the run (services/common/mlflow_mo
 
 from __future__ import annotations
 
-import contextvars
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from services.common.mlflow_models import (
     log_model_folder,
 )
 from services.common.settings import Settings
-from services.fine_tuning.plugin import PluginMeta
+from services.fine_tuning.context import PluginCall, current_plugin_call
 from services.fine_tuning.training.accumulators import MetricsAccumulator
 from services.fine_tuning.training.evaluation import HeldOutScores
 
@@ -43,28 +41,6 @@ TAG_PARAMS_KEY = "es.params_key"  # identifies a parameter set across retries of
 # "true" on a finished run whose best checkpoint was the start model (no training step beat it on the
 # held-out sessions): it saved no model, and the iteration records no new version for it.
 TAG_BEST_IS_START = "es.best_is_start"
-
-_scope: contextvars.ContextVar[IterationScope | None] = contextvars.ContextVar("es_iteration_scope", default=None)
-
-
-@dataclass(frozen=True)
-class IterationScope:
-    """What the platform tells the manager about the work at hand (the seed's plugin never says)."""
-
-    plugin: PluginMeta
-    batch_id: str = ""
-    task_id: str = ""
-
-
-@contextmanager
-def iteration_scope(plugin: PluginMeta, batch_id: str = "", task_id: str = "") -> Iterator[IterationScope]:
-    scope = IterationScope(plugin, batch_id, task_id)
-    token = _scope.set(scope)
-    try:
-        yield scope
-    finally:
-        _scope.reset(token)
-
 
 def _artifact_root(tracking_uri: str) -> str | None:
     """Where a local store keeps artifacts (MLflow's default is ./mlruns in the working directory)."""
@@ -108,11 +84,12 @@ class ExperimentsManager:
         return self._client
 
     @staticmethod
-    def scope() -> IterationScope:
-        scope = _scope.get()
-        if scope is None:
-            raise RuntimeError("ExperimentsManager used outside the platform's iteration_scope(...)")
-        return scope
+    def scope() -> PluginCall:
+        call = current_plugin_call()
+        if call is None:
+            raise RuntimeError("ExperimentsManager used outside the platform's plugin_call(...) "
+                               "(services.fine_tuning.context)")
+        return call
 
     def _experiment(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.common.mlflow_models import iteration_experiment_name
+from services.fine_tuning.context import PluginCall
 from services.fine_tuning.training.evaluation import HeldOutScores
-from services.fine_tuning.training.experiments import IterationScope
 
 
 def _score_rows(before: HeldOutScores, after: HeldOutScores) -> list[str]:
@@ -18,7 +18,7 @@ def _score_rows(before: HeldOutScores, after: HeldOutScores) -> list[str]:
     return [f"| {name} | {start:.4f} | {this:.4f} | {this - start:+.4f} |" for name, start, this in rows]
 
 
-def model_card(scope: IterationScope, run_id: str, model_config: dict[str, Any], params: dict[str, Any] | None = None,
+def model_card(scope: PluginCall, run_id: str, model_config: dict[str, Any], params: dict[str, Any] | None = None,
                start: HeldOutScores | None = None, scores: HeldOutScores | None = None) -> str:
     """The card of the model of run `run_id`: the plugin's initial model when `params` is None, else a
     fine-tuned one with its parameters and (when given) its held-out `scores` against the `start` model's."""

@@ -38,12 +38,16 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def wait_healthy(address: str, timeout: float = 20.0, credentials: grpc.ChannelCredentials | None = None) -> None:
+def wait_healthy(address: str, timeout: float = 20.0, credentials: grpc.ChannelCredentials | None = None,
+                 process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until `address` answers SERVING; a `process` that exits meanwhile fails at once, naming its exit code."""
     deadline = time.monotonic() + timeout
     channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
     with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the server for {address} exited with {process.returncode} before serving")
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
@@ -100,7 +104,9 @@ class ServiceProcess:
             )
         ServiceProcess.running.add(self.process)
         if wait:
-            wait_healthy(self.address)
+            # A service imports torch, transformers and MLflow before it serves: seconds on a quiet machine, and
+            # over 20 s on a loaded 2-core one (tests/trainer/ run twice at once did that).
+            wait_healthy(self.address, 90, process=self.process)
         return self
 
     def kill(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -23,6 +24,23 @@ class Validator:
 
     def _meta(self, field: str, meta: struct_pb2.Struct) -> None:
         check_meta(field, meta, self.limits)
+
+    def _distinct(self, field: str, values: Sequence[Any], id_field: str, noun: str, limit: int, variable: str,
+                  required: bool = True) -> dict[str, int]:
+        """A repeated field: at least one `noun` (if `required`), at most `limit` (setting `variable`), each
+        one's `id_field` an id that no earlier one repeats; returns each id's index."""
+        if required and not values:
+            raise InvalidArgument(field, f"must hold at least one {noun}")
+        if len(values) > limit:
+            raise InvalidArgument(field, f"holds {len(values)} {noun}s; {variable} is {limit}")
+        seen: dict[str, int] = {}
+        for i, value in enumerate(values):
+            value_id = getattr(value, id_field)
+            self._id(f"{field}[{i}].{id_field}", value_id)
+            if value_id in seen:
+                raise InvalidArgument(f"{field}[{i}].{id_field}", f"'{value_id}' repeats {field}[{seen[value_id]}]")
+            seen[value_id] = i
+        return seen
 
     def _timestamp(self, field: str, created_at: int, now: int) -> None:
         if created_at == 0:
@@ -43,18 +61,8 @@ class Validator:
             raise InvalidArgument("search_query", f"is {len(request.search_query)} characters long; "
                                                   f"ES_MAX_QUERY_LENGTH is {limits.max_query_length}")
         results = request.search_results
-        if not results:
-            raise InvalidArgument("search_results", "must hold at least one result")
-        if len(results) > limits.max_results:
-            raise InvalidArgument("search_results", f"holds {len(results)} results; ES_MAX_RESULTS is "
-                                                    f"{limits.max_results}")
-        seen: dict[str, int] = {}
+        seen = self._distinct("search_results", results, "object_id", "result", limits.max_results, "ES_MAX_RESULTS")
         for i, result in enumerate(results):
-            self._id(f"search_results[{i}].object_id", result.object_id)
-            if result.object_id in seen:
-                raise InvalidArgument(f"search_results[{i}].object_id",
-                                      f"'{result.object_id}' repeats search_results[{seen[result.object_id]}]")
-            seen[result.object_id] = i
             if not math.isfinite(result.rank):
                 raise InvalidArgument(f"search_results[{i}].rank", f"must be a finite number, not {result.rank}")
             self._meta(f"search_results[{i}].meta", result.meta)
@@ -70,18 +78,9 @@ class Validator:
                allow_empty: bool = False) -> None:
         """Checks events; `shown` (the session's object ids) is None when the caller checks it later."""
         limits = self.limits
-        if not events and not allow_empty:
-            raise InvalidArgument("events", "must hold at least one event")
-        if len(events) > limits.max_events_per_request:
-            raise InvalidArgument("events", f"holds {len(events)} events; ES_MAX_EVENTS_PER_REQUEST is "
-                                            f"{limits.max_events_per_request}")
-        seen: dict[str, int] = {}
+        self._distinct("events", events, "event_id", "event", limits.max_events_per_request,
+                       "ES_MAX_EVENTS_PER_REQUEST", required=not allow_empty)
         for i, event in enumerate(events):
-            self._id(f"events[{i}].event_id", event.event_id)
-            if event.event_id in seen:
-                raise InvalidArgument(f"events[{i}].event_id",
-                                      f"'{event.event_id}' repeats events[{seen[event.event_id]}]")
-            seen[event.event_id] = i
             self._id(f"events[{i}].object_id", event.object_id)
             if shown is not None and event.object_id not in shown:
                 raise InvalidArgument(f"events[{i}].object_id",

@@ -14,7 +14,7 @@ from services.common.server import GrpcHost, Registration
 from services.common.settings import Limits, Settings
 from services.dataprep.maker import DatasetMaker
 from services.dataprep.servicer import DataPrepServicer
-from services.dataprep.worker import DURABLE, DataprepWorker
+from services.dataprep.worker import DURABLE, DataPrepWorker
 from services.fine_tuning.data import DatasetStore
 
 DEFAULT_PORT = 50052
@@ -33,7 +33,7 @@ async def start(settings: Settings, limits: Limits, host: str, port: int) -> Cal
     maker = DatasetMaker(settings.plugins_path, store, clickstream_pb2_grpc.ClickstreamServiceStub(ingest_channel),
                          settings.ingest_addr, nats)
     trainer_channel = open_aio_channel(settings.trainer_addr, settings, limits)
-    worker = DataprepWorker(maker, trainer_pb2_grpc.TrainerServiceStub(trainer_channel), settings.trainer_addr)
+    worker = DataPrepWorker(maker, trainer_pb2_grpc.TrainerServiceStub(trainer_channel), settings.trainer_addr)
     consumer = DurablePullConsumer(nats, DURABLE, DATAPREP_REQUESTED, worker,
                                    max_deliver=settings.dataprep_max_deliver, on_exhausted=worker.exhausted)
     consumer.start()

@@ -41,7 +41,7 @@ def _failed(request: events_pb2.DataPrepRequested, reason: str) -> dataprep_pb2.
                                 status=dataprep_pb2.DATASET_STATUS_FAILED, error=reason)
 
 
-class DataprepWorker:
+class DataPrepWorker:
     def __init__(self, maker: DatasetMaker, trainer: trainer_pb2_grpc.TrainerServiceStub, trainer_addr: str) -> None:
         self._maker = maker
         self._trainer = trainer

@@ -19,10 +19,12 @@ the same process, and the peak RSS of training. `--json` makes the last line of 
 `--scores-out F` writes the per-query nDCG@10 of each arm, for a paired comparison of two runs of one
 seed (`--catalog on` against `--catalog off`). `--set NAME=VALUE` (repeatable) changes one of the
 plugin's `FineTuningSettings` for the run (e.g. `--set batch_size=64`), to try a recipe without editing
-the plugin.
+the plugin. `--gate-caps 1,2,10` also judges the default's start and chosen models on the held-out
+sessions with each inverse-propensity cap (how well the promotion gate tells them apart under each).
 
     .venv/bin/python bench/quality.py [--sessions 3000] [--trials N] [--seed 0] [--catalog on|off]
-        [--arms default,plain] [--items F --queries F] [--set NAME=VALUE ...] [--scores-out F] [--json]
+        [--arms default,plain] [--items F --queries F] [--set NAME=VALUE ...] [--gate-caps 1,2,10]
+        [--scores-out F] [--json]
 
 `--seed` changes the query split, the simulated sessions and every training seed together.
 """
@@ -149,6 +151,28 @@ def gain_line(name: str, before: np.ndarray, after: np.ndarray, seed: int) -> tu
                        f"({gain / before.mean():+.1%}), 95% CI [{low:+.4f}, {high:+.4f}]")
 
 
+def gate_verdicts(builder, start, chosen, caps: list[float], seed: int) -> list[dict]:
+    """The held-out sessions' verdict on `chosen` against `start` with each inverse-propensity cap: both
+    models' held-out nDCG@10, and a paired bootstrap over the judged queries of the difference (how often
+    a resample prefers `chosen`, and the difference over its standard error)."""
+    items = builder.ranking_data.items
+    ranks = None
+    verdicts = []
+    for cap in caps:
+        held_out = builder.held_out_queries(cap)
+        if ranks is None:  # one ranking per model serves every cap (the same queries and items)
+            ranks = [held_out.ranks(m.encode_queries, lambda ids, m=m: m.encode_items([items[i] for i in ids]))
+                     for m in (start, chosen)]
+        (before, ideal), (after, _) = (held_out.query_gains(r) for r in ranks)
+        picks = np.random.default_rng(seed).integers(0, len(ideal), (2000, len(ideal)))
+        resampled = (after[picks].sum(1) - before[picks].sum(1)) / ideal[picks].sum(1)
+        difference = (after.sum() - before.sum()) / ideal.sum()
+        verdicts.append({"cap": cap, "start": float(before.sum() / ideal.sum()),
+                         "chosen": float(after.sum() / ideal.sum()), "p_chosen_better": float((resampled > 0).mean()),
+                         "z": float(difference / resampled.std()) if resampled.std() else 0.0})
+    return verdicts
+
+
 def setting_override(text: str) -> tuple[str, object]:
     """"batch_size=64" -> ("batch_size", 64); "dropout=false" -> ("dropout", False); words stay strings."""
     name, sep, value = text.partition("=")
@@ -180,6 +204,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=setting_override,
                         help="change one of the plugin's FineTuningSettings (a number, true/false or a word)")
     parser.add_argument("--scores-out", type=Path, help="write each arm's per-query nDCG@10 here (JSON)")
+    parser.add_argument("--gate-caps", type=lambda text: [float(c) for c in text.split(",")], default=[],
+                        metavar="C1,C2,...", help="also judge the default's start and chosen models on the held-out "
+                        "sessions with each of these inverse-propensity caps (the gate's power under each)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if bool(args.items) != bool(args.queries):
@@ -258,6 +285,11 @@ def main() -> None:
             "promoted": result.best_scores.ndcg_at_10 > result.start_scores.ndcg_at_10,
         })
         per_query["default"] = after["ndcg@10"].tolist()
+        if args.gate_caps:
+            report["gate_caps"] = gate_verdicts(builder, base, result.model, args.gate_caps, args.seed)
+            lines += [f"{'':>10}held-out verdict with IPS cap {v['cap']:g}: start {v['start']:.4f}, chosen "
+                      f"{v['chosen']:.4f}, P(chosen better) {v['p_chosen_better']:.2f}, z {v['z']:.2f}"
+                      for v in report["gate_caps"]]
         lines += [line, f"{'':>10}MRR@10 {report['mrr10_before']:.4f} -> {report['mrr10_after']:.4f}, recall@100 "
                   f"{report['recall100_before']:.4f} -> {report['recall100_after']:.4f}; catalog "
                   f"{'on' if report['catalog'] else 'off'}; best params {result.best_params}",

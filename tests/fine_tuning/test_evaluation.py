@@ -118,3 +118,18 @@ def test_what_cannot_be_judged_and_bad_settings_are_refused() -> None:
         HeldOutQueries(SESSIONS, ITEMS, TextQueryRetriever(), max_click_weight=0.5)
     with pytest.raises(ValueError, match=r"click_noise must lie in \[0, 0.9\]"):
         HeldOutQueries(SESSIONS, ITEMS, TextQueryRetriever(), click_noise=0.95)
+
+
+def test_per_query_gains_sum_to_the_score_and_one_ranking_serves_every_cap() -> None:
+    ranks_by_cap = {}
+    for cap in (1.0, 10.0):
+        held_out = HeldOutQueries(SESSIONS, ITEMS, TextQueryRetriever(), examination_eta=1.0, max_click_weight=cap,
+                                  click_noise=0.1)
+        ranks_by_cap[cap] = ranks = held_out.ranks(*ranker(BETTER))
+        assert ranks.shape == (2, len(ITEMS)) and ranks[0][ITEMS.index("e")] == 1  # q1 ranks e first
+        gains, ideals = held_out.query_gains(ranks)
+        assert len(gains) == len(ideals) == 2
+        assert gains.sum() / ideals.sum() == pytest.approx(held_out.score(*ranker(BETTER)).ndcg_at_10)
+        # q1's click at position 5 is worth min(5, cap) before the noise correction: the ideal says so.
+        assert ideals[0] == pytest.approx((min(5.0, cap) - 0.1) / 0.9 * dcg(1))
+    assert (ranks_by_cap[1.0] == ranks_by_cap[10.0]).all()

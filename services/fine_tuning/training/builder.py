@@ -381,7 +381,7 @@ class FineTuningBuilder:
     def score(self, model: EmbeddingModel) -> HeldOutScores:
         """`model`'s ranking metrics on the batch's held-out sessions."""
         data = self.ranking_data
-        return self._held_out(self._click_model()).score(
+        return self.held_out_queries().score(
             model.encode_queries, lambda ids: model.encode_items([data.items[i] for i in ids]))
 
     def _click_model(self) -> PositionClickModel:
@@ -389,7 +389,13 @@ class FineTuningBuilder:
         data = self.ranking_data
         return PositionClickModel.fit([*data.train, *data.test], self.fine_tuning_settings.examination_eta)
 
-    def _held_out(self, click_model: PositionClickModel) -> HeldOutQueries:
+    def _held_out(self, click_model: PositionClickModel, max_click_weight: float | None = None) -> HeldOutQueries:
         settings, data = self.fine_tuning_settings, self.ranking_data
         return HeldOutQueries(data.test, list(data.items), self.query_retriever, settings.examination_eta,
-                              settings.max_click_weight, click_model.noise)
+                              max_click_weight or settings.max_click_weight, click_model.noise)
+
+    def held_out_queries(self, max_click_weight: float | None = None) -> HeldOutQueries:
+        """The batch's held-out judgments that the search and the promotion gate score on; with
+        `max_click_weight`, the same clicks judged under another inverse-propensity cap (bench/quality.py
+        --gate-caps compares how well each tells two models apart)."""
+        return self._held_out(self._click_model(), max_click_weight)

@@ -122,13 +122,12 @@ class HeldOutQueries:
         self._relevances = np.array(list(relevance.values()))
         # The ideal ranking's sums: per query, the positive estimates in descending order at ranks 1, 2, ...
         # (positive wherever there is a click: a click's inverse propensity, >= 1, exceeds any noise rate).
-        ideal_ranks, ideal_relevances = [], []
+        self._query_ideal: dict[str, dict[int, float]] = {name: {} for name in GAINS}
         for query_row in set(self._judged_query_rows.tolist()):
             positive = np.sort(self._relevances[(self._judged_query_rows == query_row) & (self._relevances > 0)])
-            ideal_relevances.extend(positive[::-1])
-            ideal_ranks.extend(range(1, len(positive) + 1))
-        self._ideal = {name: float((np.array(ideal_relevances) * gain(np.array(ideal_ranks, dtype=int))).sum())
-                       for name, gain in GAINS.items()}
+            ranks = np.arange(1, len(positive) + 1)
+            for name, gain in GAINS.items():
+                self._query_ideal[name][query_row] = float((positive[::-1] * gain(ranks)).sum())
 
     def _relevance(self, result: Any, eta: float, cap: float) -> float:
         clicked = float(result.is_click) * inverse_propensity(result.position, eta, cap)
@@ -138,9 +137,8 @@ class HeldOutQueries:
         """The number of judged queries (queries with a clicked session)."""
         return self._judged_queries
 
-    def score(self, encode_queries: Callable[[Sequence[Any]], torch.Tensor],
-              encode_items: Callable[[Sequence[str]], torch.Tensor], batch_size: int = 128) -> HeldOutScores:
-        """`encode_items` takes item ids; both return L2-normalised embeddings."""
+    def _similarities(self, encode_queries: Callable[[Sequence[Any]], torch.Tensor],
+                      encode_items: Callable[[Sequence[str]], torch.Tensor], batch_size: int) -> np.ndarray:
         if not self._judged_queries:
             raise ValueError("no held-out session has a click: nothing to score on")
         with torch.inference_mode():
@@ -148,14 +146,42 @@ class HeldOutQueries:
                                for s in range(0, len(self.item_ids), batch_size)]).float().cpu().numpy()
             queries = torch.cat([encode_queries(self._queries[s:s + batch_size])
                                  for s in range(0, len(self._queries), batch_size)]).float().cpu().numpy()
-        similarities = queries @ items.T  # (queries, items)
+        return queries @ items.T  # (queries, items)
+
+    @staticmethod
+    def _ranks(similarities: np.ndarray) -> np.ndarray:
         # Each item's 1-based rank for each query (ties go to the lower row, as a stable sort).
         order = np.argsort(-similarities, axis=1, kind="stable")
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(1, order.shape[1] + 1)[None, :], axis=1)
-        judged_ranks = ranks[self._judged_query_rows, self._judged_item_rows]
-        metric = {name: max(0.0, float((self._relevances * gain(judged_ranks)).sum()) / self._ideal[name])
-                  for name, gain in GAINS.items()}
+        return ranks
+
+    def ranks(self, encode_queries: Callable[[Sequence[Any]], torch.Tensor],
+              encode_items: Callable[[Sequence[str]], torch.Tensor], batch_size: int = 128) -> np.ndarray:
+        """Each item's 1-based rank for each held-out query, (queries, items): queries in the order the
+        sessions first show them, items in `item_ids` order, so the same for every `HeldOutQueries` of the
+        same sessions and items (whatever their cap or noise)."""
+        return self._ranks(self._similarities(encode_queries, encode_items, batch_size))
+
+    def query_gains(self, ranks: np.ndarray, metric: str = "ndcg@10") -> tuple[np.ndarray, np.ndarray]:
+        """Per judged query (in query order): the metric's sum over its judged items at `ranks`, and the
+        same sum for its ideal ranking. The metric `score` reports is max(0, first.sum() / second.sum()),
+        so a bootstrap over queries resamples these pairs."""
+        gain = GAINS[metric]
+        gains = np.bincount(self._judged_query_rows, minlength=len(self._queries),
+                            weights=self._relevances * gain(ranks[self._judged_query_rows, self._judged_item_rows]))
+        judged = np.unique(self._judged_query_rows)
+        return gains[judged], np.array([self._query_ideal[metric][q] for q in judged.tolist()])
+
+    def score(self, encode_queries: Callable[[Sequence[Any]], torch.Tensor],
+              encode_items: Callable[[Sequence[str]], torch.Tensor], batch_size: int = 128) -> HeldOutScores:
+        """`encode_items` takes item ids; both return L2-normalised embeddings."""
+        similarities = self._similarities(encode_queries, encode_items, batch_size)
+        ranks = self._ranks(similarities)
+        metric = {}
+        for name in GAINS:
+            gains, ideals = self.query_gains(ranks, name)
+            metric[name] = max(0.0, float(gains.sum()) / float(ideals.sum()))
 
         margins, irrelevant_similarities = [], []
         for query_row, clicked_rows, other_rows in self._sessions:

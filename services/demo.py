@@ -300,7 +300,7 @@ def up(
                                                     "(ES_ITEMS_URI; default: ES_ITEMS_URI if set, else the "
                                                     "demo's BBC News items, written to <state>/data).")] = None,
 ) -> None:
-    """Run NATS, MLflow and the four services on this machine until Ctrl-C or SIGTERM. The services take
+    """Run NATS, MLflow and the four services on this machine until Ctrl-C, SIGTERM or SIGHUP. The services take
     ports 50051-50054 when they are free; their addresses are printed as `export` lines and written to
     <state>/env (`source` it in another shell), which is removed when the stack stops."""
     settings = load_settings()
@@ -310,7 +310,8 @@ def up(
     stack = LocalStack(state, {"ES_ITEMS_URI": _items_uri(items, settings.items_uri, state)}, default_ports=True)
     env_file = state / "env"
     stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):  # a terminal that closes sends SIGHUP
+        signal.signal(stop_signal, lambda *_: stopped.set())
     try:
         env = stack.start(on_status=lambda m: console.print(f"[bold]es up[/bold] {m}"))
         exports = [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())

@@ -7,6 +7,7 @@ environment (ES_NATS_URL, ES_MLFLOW_TRACKING_URI, ES_<SERVICE>_ADDR) is used ins
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -28,6 +29,8 @@ from services.client.channels import open_channel
 from services.common.settings import Settings, default_plugins_path
 
 SERVICES = ("ingest", "dataprep", "registry", "trainer")
+PR_SET_PDEATHSIG = 1  # prctl(2)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 # The name each service's health is checked under: its gRPC service's full name, from the contracts.
 HEALTH_NAMES = {service: module.DESCRIPTOR.services_by_name[name].full_name for service, module, name in (
     ("ingest", clickstream_pb2, "ClickstreamService"), ("dataprep", dataprep_pb2, "DataPrepService"),
@@ -101,6 +104,14 @@ def _wait(child: Child, ready: Callable[[], bool], timeout: float) -> None:
     raise TimeoutError(f"{child.name} at {child.address} was not ready within {timeout:.0f} s; see {child.log_path}")
 
 
+def _terminate_with_parent() -> None:
+    """In a child before it runs its program: SIGTERM when the process that started it dies (Linux's
+    PR_SET_PDEATHSIG), so a stack killed outright leaves nothing running; elsewhere nothing. (Looked up
+    before the fork, so the child only calls it.)"""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -145,12 +156,14 @@ class LocalStack:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{name}.log"
 
-    def _spawn(self, name: str, command: list[str], address: str, env: dict[str, str], own_group: bool = False
-               ) -> Child:
+    def _spawn(self, name: str, command: list[str], address: str, env: dict[str, str]) -> Child:
+        """Starts a child in a process group of its own, so that a terminal's Ctrl-C (sent to the whole
+        foreground group) reaches only the stack, which stops its children in order (services before
+        NATS); on Linux a child also gets SIGTERM if the stack's process dies without stopping it."""
         log_path = self._log(name)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=self.state_dir,
-                                       start_new_session=own_group)
+                                       start_new_session=True, preexec_fn=_terminate_with_parent)
         child = Child(name, process, log_path, address)
         self.children.append(child)
         return child
@@ -182,7 +195,7 @@ class LocalStack:
                                            "--artifacts-destination", str(self.state_dir / "mlflow-artifacts")],
                                 f"127.0.0.1:{port}",
                                 # MLflow's job runner serves features Embedding Studio does not use.
-                                {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, own_group=True)
+                                {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
             _wait(child, lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 120)
             env["ES_MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
         to_start = [service for service in SERVICES if f"ES_{service.upper()}_ADDR" not in configured]
@@ -206,22 +219,17 @@ class LocalStack:
         return env
 
     def stop(self) -> None:
-        """SIGTERM to each started process, newest first (services drain, then MLflow, then NATS)."""
+        """SIGTERM to each started process group, newest first (services drain, then MLflow, then NATS)."""
         for child in reversed(self.children):
             if child.process.poll() is not None:
                 continue
-            own_group = child.name == "mlflow"
             with contextlib.suppress(ProcessLookupError):
-                if own_group:
-                    os.killpg(child.process.pid, signal.SIGTERM)
-                else:
-                    child.process.send_signal(signal.SIGTERM)
+                os.killpg(child.process.pid, signal.SIGTERM)
             try:
                 child.process.wait(60)
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait(10)
-            if own_group:  # the server's workers may outlive it for a moment
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # what the child started (MLflow's workers) goes too
+                os.killpg(child.process.pid, signal.SIGKILL)
         self.children.clear()

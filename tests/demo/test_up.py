@@ -1,10 +1,13 @@
 """`es up` brings NATS, MLflow and the four services up on one machine, prints where they are, and stops
-them all on SIGTERM; `es health` answers for each; also with server-only and with mutual TLS."""
+them all on SIGTERM; `es health` answers for each; also with server-only and with mutual TLS; and a
+stack killed outright (SIGKILL, no chance to stop anything) still leaves nothing running."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +17,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.servers import REPO_ROOT, VENV_BIN
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _tls_env(mode: str, pki: Path) -> dict[str, str]:
@@ -27,10 +35,12 @@ def _tls_env(mode: str, pki: Path) -> dict[str, str]:
     return {**env, "ES_TLS_CA": str(pki / "ca.pem")} if mode == "mutual-tls" else env
 
 
-# Plaintext is the path of every other end-to-end test (es demo, the trainer stacks): es up is checked
-# where it differs, under TLS.
-@pytest.mark.parametrize("mode", ["server-tls", "mutual-tls"])
-def test_es_up_serves_every_service_until_sigterm(tmp_path: Path, certificates: Path, mode: str) -> None:
+# Plaintext es up runs the README's whole flow in tests/demo/test_readme.py (stopped by Ctrl-C): here it
+# runs under TLS, stopped by SIGTERM, and killed outright.
+@pytest.mark.parametrize(("mode", "stop_signal"), [("server-tls", signal.SIGTERM), ("mutual-tls", signal.SIGKILL)],
+                         ids=["server-tls-sigterm", "mutual-tls-sigkill"])
+def test_es_up_serves_every_service_until_stopped_and_leaves_nothing_running(
+        tmp_path: Path, certificates: Path, mode: str, stop_signal: signal.Signals) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ES_")}, **_tls_env(mode, certificates)}
     up = subprocess.Popen([str(VENV_BIN / "es"), "up", "--state-dir", str(tmp_path)], cwd=REPO_ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -53,10 +63,22 @@ def test_es_up_serves_every_service_until_sigterm(tmp_path: Path, certificates: 
             with grpc.insecure_channel(exports["ES_INGEST_ADDR"]) as channel, pytest.raises(grpc.RpcError):
                 health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     finally:
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(120) == 0
+        up.send_signal(stop_signal)
+        returned = up.wait(120)
+    assert returned == (0 if stop_signal == signal.SIGTERM else -signal.SIGKILL)
+    # Killed outright, the stack cannot stop its children: each learns it from the kernel (SIGTERM when
+    # its parent dies) and stops as it would have been stopped.
+    ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", " ".join(exports.values()))]
+    assert len(ports) == 6  # NATS, MLflow and the four services
+    deadline = time.monotonic() + 60
+    while any(_listening(port) for port in ports):
+        assert time.monotonic() < deadline, f"still listening 60 s after the stack stopped: {ports}"
+        time.sleep(0.5)
     for service in ("ingest", "dataprep", "registry", "trainer"):
-        assert '"stopped"' in (tmp_path / "logs" / f"{service}.log").read_text().splitlines()[-1]
+        deadline = time.monotonic() + 30
+        while '"stopped"' not in (tmp_path / "logs" / f"{service}.log").read_text().splitlines()[-1]:
+            assert time.monotonic() < deadline, f"{service} did not log that it stopped"
+            time.sleep(0.5)
     refused = subprocess.run([str(VENV_BIN / "es"), "health", exports["ES_INGEST_ADDR"], "--timeout", "1"],
                              env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr

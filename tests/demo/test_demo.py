@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from services.common.mlflow_models import TAG_SHA256
@@ -19,6 +20,7 @@ from services.evaluation.datasets import EvalDataset, bbc_news
 from tests.servers import REPO_ROOT, VENV_BIN
 
 
+@pytest.mark.timeout(900)  # as long as the demo itself may take (below): it trains MiniLM, minutes on a busy CPU
 def test_the_demo_runs_every_service_and_reports_quality_before_and_after(tmp_path: Path) -> None:
     """With ES_AUTH_TOKEN set, so that every call between the services (unary and streaming) must carry it
     (without a token the same chain runs in every other end-to-end test: es up, the trainer stacks)."""

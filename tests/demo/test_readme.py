@@ -87,8 +87,11 @@ def test_the_readmes_own_stack_flow_runs_as_written_and_ctrl_c_stops_it_all(
     defaults_free = all(_port_free(port) for port in range(50051, 50055))
     state = Path(env["HOME"]) / ".embedding_studio"
     env_file = state / "env"
+    # A terminal's foreground job has SIGINT's default action; a test run started in the background
+    # (`cmd &` in a script, as CI may be) inherits it ignored, and Ctrl-C would then reach nothing.
     up = subprocess.Popen(["bash", "-c", up_block], cwd=work, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+                          stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     returned: int | None = None
     try:
         deadline = time.monotonic() + 300

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import REPO_ROOT
+from tests.servers import REPO_ROOT, listening
 
 README = (REPO_ROOT / "README.md").read_text()
 TINY_PLUGIN = REPO_ROOT / "tests" / "trainer" / "plugins" / "tiny_plugin.py"
@@ -28,11 +28,6 @@ def _bash_blocks(heading: str) -> list[str]:
     start = README.index(f"\n## {heading}\n")
     end = README.find("\n## ", start + 1)
     return re.findall(r"```bash\n(.*?)```", README[start:end if end != -1 else None], flags=re.DOTALL)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _port_free(port: int) -> bool:
@@ -117,6 +112,6 @@ def test_the_readmes_own_stack_flow_runs_as_written_and_ctrl_c_stops_it_all(
     assert returned == 0, up.stderr.read()[-3000:]
     assert not env_file.exists()  # no stale addresses left to source
     ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", exported)]
-    assert len(ports) == 6 and not any(_listening(port) for port in ports)  # NATS, MLflow, the four services
+    assert len(ports) == 6 and not any(listening(port) for port in ports)  # NATS, MLflow, the four services
     for service in ("ingest", "dataprep", "registry", "trainer"):
         assert '"stopped"' in (state / "logs" / f"{service}.log").read_text().splitlines()[-1]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,12 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.servers import REPO_ROOT, VENV_BIN
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+from tests.servers import REPO_ROOT, VENV_BIN, listening
 
 
 def _tls_env(mode: str, pki: Path) -> dict[str, str]:
@@ -71,7 +65,7 @@ def test_es_up_serves_every_service_until_stopped_and_leaves_nothing_running(
     ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", " ".join(exports.values()))]
     assert len(ports) == 6  # NATS, MLflow and the four services
     deadline = time.monotonic() + 60
-    while any(_listening(port) for port in ports):
+    while any(listening(port) for port in ports):
         assert time.monotonic() < deadline, f"still listening 60 s after the stack stopped: {ports}"
         time.sleep(0.5)
     for service in ("ingest", "dataprep", "registry", "trainer"):

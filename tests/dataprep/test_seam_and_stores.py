@@ -41,6 +41,8 @@ from services.fine_tuning.data import (
     WeightedEventType,
     prepare_data,
 )
+from services.fine_tuning.data.dataset_format import SESSIONS_FILE
+from services.fine_tuning.data.errors import ArtifactStoreError
 from services.fine_tuning.plugin import PluginMeta
 from services.fine_tuning.training import ExperimentsManager
 from tests.dataprep.conftest import write_items
@@ -349,3 +351,31 @@ def test_one_plugin_call_tells_the_experiments_manager_and_prepare_data_and_ends
     assert store.manifest(DatasetKey.of(META, "batch-2")) is None
     with pytest.raises(RuntimeError, match="plugin_call"):
         ExperimentsManager.scope()
+
+
+def test_a_store_failing_under_the_trainers_read_is_a_retryable_store_error_not_a_bad_dataset(
+        tmp_path: Path, items_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The S3 server goes away between dataprep's publish and the trainer's read (an outage, not a bad
+    # dataset): the trainer must defer the task, so the error is the store's, which it retries.
+    server = S3Server().start()
+    try:
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        s3_store = DatasetStore.open(f"s3://{server.new_bucket()}/es/artifacts")
+        with plugin_call(META, batch_id="batch-1", dataset=PublishDataset(s3_store)):
+            prepare_data(clickstream(), *text_pipeline(items_path))
+    finally:
+        server.stop()
+    with plugin_call(META, batch_id="batch-1", dataset=LoadDataset(s3_store)), \
+            pytest.raises(ArtifactStoreError, match=r"cannot read dataset .* from s3://"):
+        prepare_data([], *text_pipeline(items_path))
+    # A disk that fails to read a dataset's file: the same.
+    local = DatasetStore.open(str(tmp_path / "artifacts"))
+    with plugin_call(META, batch_id="batch-1", dataset=PublishDataset(local)):
+        prepare_data(clickstream(), *text_pipeline(items_path))
+    sessions_file = tmp_path / "artifacts" / "datasets" / DatasetKey.of(META, "batch-1").dataset_id / SESSIONS_FILE
+    sessions_file.unlink()
+    sessions_file.mkdir()  # reading it is now an OSError (IsADirectoryError)
+    with plugin_call(META, batch_id="batch-1", dataset=LoadDataset(local)), \
+            pytest.raises(ArtifactStoreError, match="cannot read dataset"):
+        prepare_data([], *text_pipeline(items_path))

@@ -64,8 +64,12 @@ def prepare_data(clickstream: Sequence[SessionWithEvents], parser: ClickstreamPa
     mode = call.dataset if call else None
     if isinstance(mode, LoadDataset):
         if mode.ranking_data is None:
-            mode.ranking_data = read_dataset(mode.store, DatasetKey.of(call.plugin, call.batch_id), parser,
-                                             storage_producer)
+            key = DatasetKey.of(call.plugin, call.batch_id)
+            try:
+                mode.ranking_data = read_dataset(mode.store, key, parser, storage_producer)
+            except (OSError, BotoCoreError, ClientError) as error:  # the store failed, not the dataset: retry
+                raise ArtifactStoreError(f"cannot read dataset {key.dataset_id} from {mode.store.uri}: "
+                                         f"{error}") from error
         return mode.ranking_data
     data = run_pipeline(clickstream, parser, splitter, retriever, loader, storage_producer)
     if isinstance(mode, PublishDataset):

@@ -23,12 +23,22 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 _RUN_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 
-def check_id(field: str, value: str, max_length: int, required: bool = True) -> None:
-    """Not empty (unless not `required`), at most `max_length` characters (ES_MAX_ID_LENGTH)."""
+def check_text(field: str, value: str) -> None:
+    """No NUL character: protobuf takes it as valid UTF-8, but PostgreSQL text cannot hold one, and the
+    failed write would take the other requests of its group commit down with it (as INTERNAL)."""
+    if "\x00" in value:
+        raise InvalidArgument(field, f"contains the NUL character (U+0000) at index {value.index(chr(0))}")
+
+
+def check_id(field: str, value: str, max_length: int, required: bool = True,
+             empty_reason: str = "must not be empty") -> None:
+    """Not empty (unless not `required`; `empty_reason` says why it must not be), at most `max_length`
+    characters (ES_MAX_ID_LENGTH), no NUL character (`check_text`)."""
     if required and not value.strip():
-        raise InvalidArgument(field, "must not be empty")
+        raise InvalidArgument(field, empty_reason)
     if len(value) > max_length:
         raise InvalidArgument(field, f"is {len(value)} characters long; ES_MAX_ID_LENGTH is {max_length}")
+    check_text(field, value)
 
 
 def parse_number(field: str, value: str, what: str) -> int:

@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
 from services.api.embedding_studio.v1 import clickstream_pb2_grpc
+from services.common.checks import check_id
 from services.common.errors import InvalidArgument, ServiceError, Unavailable
 from services.common.server import Undecodable
 from services.common.settings import Limits
@@ -91,11 +92,8 @@ class ClickstreamServicer(clickstream_pb2_grpc.ClickstreamServiceServicer):
 
     async def ReleaseBatch(self, request: pb.ReleaseBatchRequest, context: grpc.aio.ServicerContext
                            ) -> pb.ReleaseBatchResponse:
-        if not request.release_id.strip():
-            raise InvalidArgument("release_id", "must not be empty (it makes the release idempotent)")
-        if len(request.release_id) > self._limits.max_id_length:
-            raise InvalidArgument("release_id", f"is {len(request.release_id)} characters long; "
-                                                f"ES_MAX_ID_LENGTH is {self._limits.max_id_length}")
+        check_id("release_id", request.release_id, self._limits.max_id_length,
+                 empty_reason="must not be empty (it makes the release idempotent)")
         result = await self._write(self._store.release_batch, request.release_id, int(time.time()))
         if not result.duplicate:
             self._on_outbox_write()

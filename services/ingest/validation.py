@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from services.api.embedding_studio.v1 import clickstream_pb2 as pb
-from services.common.checks import check_id, check_meta
+from services.common.checks import check_id, check_meta, check_text
 from services.common.errors import InvalidArgument
 from services.common.settings import Limits
 
@@ -60,6 +60,7 @@ class Validator:
         if len(request.search_query) > limits.max_query_length:
             raise InvalidArgument("search_query", f"is {len(request.search_query)} characters long; "
                                                   f"ES_MAX_QUERY_LENGTH is {limits.max_query_length}")
+        check_text("search_query", request.search_query)
         results = request.search_results
         seen = self._distinct("search_results", results, "object_id", "result", limits.max_results, "ES_MAX_RESULTS")
         for i, result in enumerate(results):
@@ -88,6 +89,7 @@ class Validator:
             if len(event.event_type) > limits.max_event_type_length:
                 raise InvalidArgument(f"events[{i}].event_type", f"is {len(event.event_type)} characters long; "
                                       f"ES_MAX_EVENT_TYPE_LENGTH is {limits.max_event_type_length}")
+            check_text(f"events[{i}].event_type", event.event_type)
             self._timestamp(f"events[{i}].created_at", event.created_at, now)
             self._meta(f"events[{i}].meta", event.meta)
 

@@ -105,6 +105,12 @@ INVALID_SESSIONS = [
     ("repeated event id", pb.RegisterSessionRequest(
         session_id="s", search_query="q", search_results=[pb.SearchResult(object_id="a")],
         events=[click("e1", "a"), click("e1", "a")]), "events[1].event_id"),
+    # Valid UTF-8 for protobuf, but no PostgreSQL text column can hold a NUL character.
+    ("NUL in the session id", session_request("s\x00"), "session_id"),
+    ("NUL in the query", session_request("s", query="q\x00uery"), "search_query"),
+    ("NUL in the user id", session_request("s", user_id="\x00"), "user_id"),
+    ("NUL in an object id", pb.RegisterSessionRequest(session_id="s", search_query="q", search_results=[
+        pb.SearchResult(object_id="a\x00")]), "search_results[0].object_id"),
 ]
 
 
@@ -174,17 +180,22 @@ def test_a_malformed_batch_id_is_invalid_argument_and_no_alias_of_a_batch(ingest
 
 def test_bad_events_are_refused_naming_the_field(ingest) -> None:
     ingest.RegisterSession(session_request("s1"))
-    cases = {
-        "events": pb.PushEventsRequest(session_id="s1"),
-        "events[0].event_id": pb.PushEventsRequest(session_id="s1", events=[click("", "item-0")]),
-        "events[0].object_id": pb.PushEventsRequest(session_id="s1", events=[click("e", "")]),
-        "events[0].event_type": pb.PushEventsRequest(session_id="s1", events=[
-            click("e", "item-0", event_type="t" * 65)]),
-        "events[0].created_at": pb.PushEventsRequest(session_id="s1", events=[
-            click("e", "item-0", created_at=now() + 3600)]),
-        "session_id": pb.PushEventsRequest(session_id="", events=[click("e", "item-0")]),
-    }
-    for field, request in cases.items():
+    cases = [
+        ("events", pb.PushEventsRequest(session_id="s1")),
+        ("events[0].event_id", pb.PushEventsRequest(session_id="s1", events=[click("", "item-0")])),
+        ("events[0].object_id", pb.PushEventsRequest(session_id="s1", events=[click("e", "")])),
+        ("events[0].event_type", pb.PushEventsRequest(session_id="s1", events=[
+            click("e", "item-0", event_type="t" * 65)])),
+        ("events[0].created_at", pb.PushEventsRequest(session_id="s1", events=[
+            click("e", "item-0", created_at=now() + 3600)])),
+        ("session_id", pb.PushEventsRequest(session_id="", events=[click("e", "item-0")])),
+        # Valid UTF-8 for protobuf, but no PostgreSQL text column can hold a NUL character.
+        ("events[1].event_id", pb.PushEventsRequest(session_id="s1", events=[
+            click("e", "item-0"), click("e\x00", "item-0")])),
+        ("events[0].event_type", pb.PushEventsRequest(session_id="s1", events=[
+            click("e", "item-0", event_type="cl\x00ck")])),
+    ]
+    for field, request in cases:
         error = rpc_error(ingest.PushEvents, request)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, field
         assert field_violation(error).field == field
@@ -225,9 +236,10 @@ def test_releasing_an_empty_batch_is_failed_precondition(ingest) -> None:
 
 def test_release_needs_a_release_id(ingest) -> None:
     ingest.RegisterSession(session_request("s1"))
-    error = rpc_error(ingest.ReleaseBatch, pb.ReleaseBatchRequest(release_id=""))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violation(error).field == "release_id"
+    for release_id in ("", "r\x00"):
+        error = rpc_error(ingest.ReleaseBatch, pb.ReleaseBatchRequest(release_id=release_id))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violation(error).field == "release_id"
     assert ingest.GetBatch(pb.GetBatchRequest()).batch.status == pb.BATCH_STATUS_COLLECTING
 
 
@@ -284,15 +296,18 @@ def test_ingest_stream_applies_each_message_on_its_own_and_reports_the_bad_ones(
         pb.IngestRequest(events=pb.PushEventsRequest(session_id="s1", events=[click("e1", "item-1")])),
         pb.IngestRequest(irrelevant=pb.MarkSessionIrrelevantRequest(session_id="s1")),
         pb.IngestRequest(),
+        pb.IngestRequest(session=session_request("s2", query="a NUL \x00 here")),  # no database could store it
+        pb.IngestRequest(session=session_request("s3")),
     ]
     summary = ingest.Ingest(iter(messages))
-    assert summary.messages == 8
-    assert (summary.sessions_accepted, summary.sessions_duplicate) == (1, 1)
+    assert summary.messages == 10
+    assert (summary.sessions_accepted, summary.sessions_duplicate) == (2, 1)
     assert (summary.events_accepted, summary.events_duplicate) == (3, 2)
     assert summary.irrelevant_marks == 1
-    assert summary.rejected == 3
+    assert summary.rejected == 4
     assert [(e.index, e.code) for e in summary.errors] == [
-        (1, code_pb2.NOT_FOUND), (3, code_pb2.INVALID_ARGUMENT), (7, code_pb2.INVALID_ARGUMENT)]
+        (1, code_pb2.NOT_FOUND), (3, code_pb2.INVALID_ARGUMENT), (7, code_pb2.INVALID_ARGUMENT),
+        (8, code_pb2.INVALID_ARGUMENT)]
     assert "events[1].object_id" in summary.errors[1].reason
     stored = ingest.GetSession(pb.GetSessionRequest(session_id="s1")).session
     assert [e.event_id for e in stored.events] == ["click-0", "e1", "e2"]

@@ -15,6 +15,7 @@ from services.fine_tuning.data import (
     CLIPItemStorageProducer,
     DatasetError,
     DatasetFieldsNormalizer,
+    ItemSourceUnavailable,
     ItemsSourceLoader,
     ItemStorageProducer,
     MissingItems,
@@ -159,3 +160,25 @@ def test_normalizer_names_the_fields_it_expected() -> None:
         DatasetFieldsNormalizer("image", "item_id")({"item_id": "a", "item": "x"})
     with pytest.raises(ValueError, match="two different non-empty names"):
         DatasetFieldsNormalizer("item", "item")
+
+
+def test_an_s3_item_source_out_of_reach_is_retryable_and_access_denied_is_not(
+        s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that is down (connection refused): the prefix and the jsonl object alike are "try again",
+    # which dataprep retries, not a failed dataset.
+    gone = S3Server().start()
+    bucket = gone.new_bucket()
+    gone.client().put_object(Bucket=bucket, Key="catalog/a", Body=b"A")
+    gone.stop()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", gone.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", gone.endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    for uri in (f"s3://{bucket}/catalog", f"s3://{bucket}/data/items.jsonl"):
+        with pytest.raises(ItemSourceUnavailable, match=rf"cannot read items from {uri}: EndpointConnectionError"):
+            ItemsSourceLoader(uri).load(results("a"))
+    # A bucket that does not exist on a server that answers: asking again changes nothing.
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DatasetError) as refused:
+        ItemsSourceLoader("s3://no-such-bucket-here/data/items.jsonl").load(results("a"))
+    assert not isinstance(refused.value, ItemSourceUnavailable)

@@ -37,3 +37,7 @@ class DatasetNotFound(LookupError):
 
 class ArtifactStoreError(RuntimeError):
     """The dataset store could not be written or read (the disk or S3 failed); worth retrying."""
+
+
+class ItemSourceUnavailable(ArtifactStoreError):
+    """The item source (S3) could not be reached or asked for now; worth retrying, like the store."""

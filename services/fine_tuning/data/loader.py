@@ -16,9 +16,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.common.settings import local_path
-from services.fine_tuning.data.errors import DatasetError, MissingItems, UnreadableItems
+from services.fine_tuning.data.errors import DatasetError, ItemSourceUnavailable, MissingItems, UnreadableItems
 from services.fine_tuning.data.parser import SearchResult
-from services.fine_tuning.data.s3 import S3Location, is_missing, s3_client
+from services.fine_tuning.data.s3 import S3Location, is_missing, is_out_of_reach, s3_client
 
 Row = dict[str, Any]
 
@@ -28,6 +28,13 @@ class DataLoader(ABC):
 
     @abstractmethod
     def load(self, results: Sequence[SearchResult]) -> list[Row]: ...
+
+
+def _source_error(source: str, error: BotoCoreError | ClientError) -> DatasetError | ItemSourceUnavailable:
+    """Out of reach for now (a connection refused, a timeout, a 5xx, a throttle): retried; anything else
+    (no credentials, access denied, no such bucket) fails the dataset with the reason."""
+    message = f"cannot read items from {source}: {type(error).__name__}: {error}"
+    return ItemSourceUnavailable(message) if is_out_of_reach(error) else DatasetError(message)
 
 
 def _fetch_all(ids: Sequence[str], fetch: Callable[[str], bytes | None], max_workers: int, source: str) -> list[Row]:
@@ -41,6 +48,8 @@ def _fetch_all(ids: Sequence[str], fetch: Callable[[str], bytes | None], max_wor
         try:
             return item_id, fetch(item_id), None
         except (OSError, ClientError, ValueError) as error:
+            if is_out_of_reach(error):  # S3 throttles or fails for now: not this item's fault
+                raise
             return item_id, None, f"{type(error).__name__}: {error}"
 
     try:
@@ -52,9 +61,9 @@ def _fetch_all(ids: Sequence[str], fetch: Callable[[str], bytes | None], max_wor
                     missing.append(item_id)
                 else:
                     rows.append({"item_id": item_id, "item": data})
-    except BotoCoreError as error:
-        # No credentials, no endpoint: the source is out of reach, which is one reason, not one per item.
-        raise DatasetError(f"cannot read items from {source}: {type(error).__name__}: {error}") from error
+    except (BotoCoreError, ClientError) as error:
+        # One reason for the whole source, not one per item.
+        raise _source_error(source, error) from error
     if missing:
         raise MissingItems(missing, source)
     if unreadable:
@@ -147,10 +156,10 @@ class ItemsSourceLoader(DataLoader):
         client = s3_client()
         if location.key.endswith(".jsonl"):
             try:
-                body = client.get_object(Bucket=location.bucket, Key=location.key)["Body"]
-            except ClientError as error:
-                raise DatasetError(f"cannot read item source {uri}: {error}") from None
-            return _rows_from_jsonl(body.iter_lines(), set(ids), self.item_field, uri)
+                lines = list(client.get_object(Bucket=location.bucket, Key=location.key)["Body"].iter_lines())
+            except (BotoCoreError, ClientError) as error:
+                raise _source_error(uri, error) from None
+            return _rows_from_jsonl(lines, set(ids), self.item_field, uri)
 
         def fetch(item_id: str) -> bytes | None:
             try:

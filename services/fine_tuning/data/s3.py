@@ -11,7 +11,8 @@ from typing import Any
 import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError, SSLError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 # Enough connections for the loaders' thread pools (botocore's default pool is 10).
 _POOL = Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 5})
@@ -59,3 +60,18 @@ def is_missing(error: ClientError) -> bool:
     """True for "no such key/bucket" answers (404), as opposed to access or server errors."""
     code = str(error.response.get("Error", {}).get("Code", ""))
     return code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+
+
+# S3's answers that mean "not now" (asking again later may succeed), besides any 5xx.
+_RETRY_LATER_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout",
+                      "ServiceUnavailable", "InternalError"}
+
+
+def is_out_of_reach(error: BaseException) -> bool:
+    """True when S3 could not be reached or asked for now: a connection refused or cut, a timeout, a 5xx or
+    a throttle. False for answers that asking again will not change (no credentials, access denied, no
+    such bucket) and for a TLS failure (a certificate is configuration, not an outage)."""
+    if isinstance(error, ClientError):
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return status >= 500 or status == 429 or error.response.get("Error", {}).get("Code") in _RETRY_LATER_CODES
+    return isinstance(error, BotoConnectionError | HTTPClientError) and not isinstance(error, SSLError)

@@ -85,8 +85,10 @@ class LeaseLock:
                 raise
             raise LockUnavailable(error.message) from error
         except (NatsError, TimeoutError, ConnectionError) as error:
-            raise LockUnavailable(f"NATS (lock bucket {self._bucket}) is unavailable: "
-                              f"{str(error) or type(error).__name__}") from error
+            message = f"NATS (lock bucket {self._bucket}) is unavailable: {str(error) or type(error).__name__}"
+            if self._nats.connected:  # JetStream did not answer (e.g. a leader election): the caller retries
+                raise Unavailable(message) from error
+            raise LockUnavailable(message) from error
         renewal = asyncio.create_task(self._renew(kv, key, revision))
         try:
             yield

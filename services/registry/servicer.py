@@ -50,13 +50,25 @@ _FORMATS = {
 }
 
 
+async def _to_its_end(work: Awaitable[T]) -> T:
+    """Awaits `work`; if the caller is cancelled meanwhile (the RPC's deadline passed), waits for `work`
+    to end before the cancel goes on: the thread behind it cannot be stopped and may still move an alias."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
 async def under_champion_lock(lock: LeaseLock, plugin: str, work: Callable[[], Awaitable[T]]) -> T:
     """Runs `work` under the lock every registry replica takes before it checks a plugin's best version
-    and moves its aliases, so that of two decisions against one best exactly one happens. While NATS is
-    down the lock cannot be had, and this replica serializes only its own."""
+    and moves its aliases, so that of two decisions against one best exactly one happens; the lock is
+    held until `work` has ended, even when its RPC is cancelled first. While NATS is down the lock cannot
+    be had, and this replica serializes only its own."""
     try:
         async with lock.held(f"champion:{plugin}"):
-            return await work()
+            return await _to_its_end(work())
     except LockUnavailable as error:
         log.warning("without_shared_lock", plugin=plugin, error=error.message)
         return await work()

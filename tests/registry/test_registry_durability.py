@@ -78,8 +78,11 @@ def test_promotions_made_while_nats_is_down_are_announced_once_when_it_is_back_a
         nats.stop()
 
 
+@pytest.mark.parametrize("first_deadline_s", [60, 1], ids=["both-wait", "first-gives-up-mid-decision"])
 def test_two_registry_replicas_racing_two_winners_against_one_best_promote_exactly_one(
-        tmp_path: Path, mlflow_server, mlflow_client, tiny_model_dir) -> None:
+        tmp_path: Path, mlflow_server, mlflow_client, tiny_model_dir, first_deadline_s: int) -> None:
+    # With a 1 s deadline the first caller gives up while its replica is between its check and its move:
+    # the move still happens (a thread cannot be stopped), so the lock must outlast the cancelled call.
     nats = NatsServer(tmp_path / "nats").start()
     plugin = new_plugin()
     log_initial(mlflow_client, plugin, tiny_model_dir)
@@ -95,7 +98,7 @@ def test_two_registry_replicas_racing_two_winners_against_one_best_promote_exact
             with grpc.insecure_channel(replicas[n].address) as channel:
                 try:
                     return registry_pb2_grpc.RegistryServiceStub(channel).SubmitCandidate(
-                        candidate(plugin, runs[n], 0.6 + n / 10, "1", 0.5), timeout=60)
+                        candidate(plugin, runs[n], 0.6 + n / 10, "1", 0.5), timeout=60 if n else first_deadline_s)
                 except grpc.RpcError as error:
                     return error
 
@@ -110,7 +113,11 @@ def test_two_registry_replicas_racing_two_winners_against_one_best_promote_exact
         for replica in replicas:
             replica.terminate()
         nats.stop()
-    assert isinstance(first, pb.SubmitCandidateResponse) and first.promoted
+    if first_deadline_s == 1:
+        assert isinstance(first, grpc.RpcError) and first.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    else:
+        assert isinstance(first, pb.SubmitCandidateResponse) and first.promoted
+        assert best.version == first.version.version
     assert isinstance(second, grpc.RpcError) and second.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no longer the best" in second.details()
-    assert best.version == first.version.version and best.run_id == runs[0]
+    assert best.run_id == runs[0]

@@ -25,6 +25,7 @@ from services.fine_tuning.data.errors import ArtifactStoreError, DatasetNotFound
 from services.fine_tuning.discovery import PluginCatalog, discover_plugins
 from services.fine_tuning.training.builder import FineTuningBuilder, TrialProgress, load_run_model
 from services.fine_tuning.training.evaluation import HeldOutScores
+from services.fine_tuning.training.loop import TrainingCanceled
 from services.fine_tuning.training.models import training_device
 
 log = get_logger("trainer.runner")
@@ -141,6 +142,8 @@ class TaskRunner:
             compared, compared_scores = best, result.start_scores
             candidate_scores = result.best_scores
             for _ in range(MAX_SUBMISSIONS):
+                if should_stop():  # canceled after its last trial: a canceled task hands nothing in
+                    raise TrainingCanceled
                 request = registry_pb2.SubmitCandidateRequest(
                     fine_tuning_method=plugin_name, task_id=task_id, batch_id=batch_id, run_id=result.best_run_id,
                     candidate_scores=pb_scores(candidate_scores), compared_version=compared.version,

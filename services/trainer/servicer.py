@@ -186,7 +186,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
                                              " (a done one: create a new task)" if task.status == pb.TASK_STATUS_DONE
                                              else ""))
             task.attempt += 1
-            task.error = task.model_version = task.best_model_url = task.experiment_id = ""
+            # No replica holds the new attempt (the canceled one's may never finish it: it would then skip
+            # the task as someone else's, and a failed dataset would leave it pending for ever).
+            task.error = task.model_version = task.best_model_url = task.experiment_id = task.worker = ""
+            record.heartbeat = 0.0
             task.promoted = False
             task.progress.Clear()
             record.set_status(pb.TASK_STATUS_PENDING, pb.TASK_STAGE_DATAPREP)

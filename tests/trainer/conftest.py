@@ -44,7 +44,8 @@ class Stack:
     trainers: list[ServiceProcess] = field(default_factory=list)
 
     def knobs(self, **values: float) -> None:
-        """Epochs, trials and the first items_lr of the tiny plugin for the tasks that start from now on."""
+        """Epochs, trials, the first items_lr and a pause after training (pause_after_training_s) of the tiny
+        plugin for the tasks that start from now on."""
         (self.root / "knobs.json").write_text(json.dumps(values))
 
     def start_trainer(self, name: str) -> ServiceProcess:

@@ -15,12 +15,12 @@ import grpc
 import nats
 import pytest
 
-from services.api.embedding_studio.v1 import clickstream_pb2, events_pb2, trainer_pb2, trainer_pb2_grpc
+from services.api.embedding_studio.v1 import clickstream_pb2, events_pb2, registry_pb2, trainer_pb2, trainer_pb2_grpc
 from services.common.nats import DATASET_READY, STREAM
 from services.trainer.worker import DURABLE
 from tests.nats_reader import stream_messages
 from tests.servers import ServiceProcess
-from tests.trainer.conftest import Stack
+from tests.trainer.conftest import PLUGIN, Stack
 from tests.trainer.test_task_lifecycle import iteration_runs, watch_until_done
 
 
@@ -72,6 +72,7 @@ def test_cancel_stops_a_running_training_within_seconds_and_restart_reuses_its_f
     stack.knobs(epochs=1, trials=2)
     restarted = trainer_stub.RestartTask(trainer_pb2.RestartTaskRequest(task_id=task.task_id), timeout=30).task
     assert restarted.status == trainer_pb2.TASK_STATUS_PENDING and restarted.attempt == 2
+    assert canceled.worker and not restarted.worker  # the canceled attempt's replica holds nothing of it
     done = watch_until_done(trainer_stub, task.task_id)[-1]
     assert done.status == trainer_pb2.TASK_STATUS_DONE, done.error
     runs = iteration_runs(stack, task.batch_id, task.task_id)
@@ -85,6 +86,32 @@ def test_cancel_stops_a_running_training_within_seconds_and_restart_reuses_its_f
         trainer_stub.RestartTask(trainer_pb2.RestartTaskRequest(task_id=task.task_id), timeout=30)
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "create a new task" in refused.value.details()
+
+
+def test_a_task_canceled_after_its_last_trial_hands_nothing_to_the_registry(
+        stack: Stack, trainer_stub: trainer_pb2_grpc.TrainerServiceStub) -> None:
+    # The plugin pauses 20 s between its search and the submission: the cancel lands there.
+    stack.knobs(epochs=1, trials=1, pause_after_training_s=20)
+    try:
+        stack.fill_batch("late-cancel", seed=4)
+        task = stack.create_task("late-cancel-1")
+        deadline = time.monotonic() + 180
+        while [r.info.status for r in iteration_runs(stack, task.batch_id, task.task_id)] != ["FINISHED"]:
+            assert time.monotonic() < deadline, "the task's one trial did not finish"
+            time.sleep(0.2)
+        canceled = trainer_stub.CancelTask(trainer_pb2.CancelTaskRequest(task_id=task.task_id), timeout=30).task
+    finally:
+        stack.knobs()  # the tasks of later tests do not pause
+    assert canceled.status == trainer_pb2.TASK_STATUS_CANCELED
+    trainer = next(t for t in stack.trainers if claimed_by(t, task.task_id))
+    while not any('"task_stopped"' in line and task.task_id in line for line in trainer.log().splitlines()):
+        assert time.monotonic() < deadline + 60, "the trainer did not stop the canceled task after its pause"
+        time.sleep(0.5)
+    versions = stack.registry.ListModelVersions(registry_pb2.ListModelVersionsRequest(fine_tuning_method=PLUGIN),
+                                                timeout=60).versions
+    assert task.task_id not in {v.task_id for v in versions}  # no candidate of a canceled task was recorded
+    assert trainer_stub.GetTask(trainer_pb2.GetTaskRequest(task_id=task.task_id), timeout=30).task.status == (
+        trainer_pb2.TASK_STATUS_CANCELED)
 
 
 def released_batch(stack: Stack, prefix: str, seed: int) -> str:

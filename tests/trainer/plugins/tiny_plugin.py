@@ -1,9 +1,11 @@
 """A test plugin: the default plugin's shape with a tiny 2-layer BERT (ES_TEST_MODEL_PATH), and epochs,
-trials and the first learning rate read from a JSON file of knobs (ES_TEST_KNOBS) each time a task builds
-it, so a test can make a trial last long enough to cancel or kill it, or train nothing worth keeping."""
+trials, the first learning rate and a pause after the last trial read from a JSON file of knobs
+(ES_TEST_KNOBS) each time a task builds it, so a test can make a trial last long enough to cancel or kill
+it, train nothing worth keeping, or cancel a task between its training and its submission."""
 
 import json
 import os
+import time
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
@@ -37,6 +39,18 @@ def knob(name: str, default: float) -> float:
     return json.loads(Path(path).read_text()).get(name, default) if path and Path(path).exists() else default
 
 
+class PausingBuilder(FineTuningBuilder):
+    """Waits `pause_after_training_s` (the knob when the task built it) after the search, before the
+    trainer submits its result."""
+
+    pause_after_training_s = 0.0
+
+    def run(self, *args, **kwargs):
+        result = super().run(*args, **kwargs)
+        time.sleep(self.pause_after_training_s)
+        return result
+
+
 class TinyFineTuningMethod(FineTuningMethod):
     meta = PluginMeta(name="Tiny Test Method", version="1.0", description="a 2-layer BERT for tests")
 
@@ -63,7 +77,7 @@ class TinyFineTuningMethod(FineTuningMethod):
     def get_fine_tuning_builder(self, clickstream):
         ranking_dataset = prepare_data(clickstream, self.parser, self.splitter, self.retriever, self.data_loader,
                                        self.storage_producer)
-        return FineTuningBuilder(
+        builder = PausingBuilder(
             data_loader=self.data_loader,
             query_retriever=self.retriever,
             clickstream_parser=self.parser,
@@ -77,3 +91,5 @@ class TinyFineTuningMethod(FineTuningMethod):
             ranking_data=ranking_dataset,
             initial_max_evals=int(knob("trials", 2)),
         )
+        builder.pause_after_training_s = knob("pause_after_training_s", 0.0)
+        return builder

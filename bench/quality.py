@@ -26,7 +26,9 @@ sessions with each inverse-propensity cap (how well the promotion gate tells the
         [--arms default,plain] [--items F --queries F] [--set NAME=VALUE ...] [--gate-caps 1,2,10]
         [--scores-out F] [--json]
 
-`--seed` changes the query split, the simulated sessions and every training seed together.
+`--seed` changes the query split, the simulated sessions and every training seed together; `--set seed=N`
+then moves the default's training seed alone (the same batch trained again: how far a recipe's score moves
+with its random draws).
 """
 
 from __future__ import annotations
@@ -233,7 +235,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--set: FineTuningSettings has no {', '.join(sorted(unknown))}")
     try:
-        plugin.settings = dataclasses.replace(plugin.settings, seed=args.seed, **dict(args.set))
+        plugin.settings = dataclasses.replace(plugin.settings, **{"seed": args.seed, **dict(args.set)})
     except ValueError as error:
         parser.error(f"--set: {error}")
     if args.catalog:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -155,11 +155,13 @@ class ItemsSourceLoader(DataLoader):
     def _load_s3(self, location: S3Location, ids: Sequence[str], uri: str) -> list[Row]:
         client = s3_client()
         if location.key.endswith(".jsonl"):
-            try:
-                lines = list(client.get_object(Bucket=location.bucket, Key=location.key)["Body"].iter_lines())
-            except (BotoCoreError, ClientError) as error:
-                raise _source_error(uri, error) from None
-            return _rows_from_jsonl(lines, set(ids), self.item_field, uri)
+            def lines() -> Iterator[bytes]:  # streamed: a catalog may be larger than memory
+                try:
+                    yield from client.get_object(Bucket=location.bucket, Key=location.key)["Body"].iter_lines()
+                except (BotoCoreError, ClientError) as error:  # on asking, or cut off while reading
+                    raise _source_error(uri, error) from None
+
+            return _rows_from_jsonl(lines(), set(ids), self.item_field, uri)
 
         def fetch(item_id: str) -> bytes | None:
             try:
